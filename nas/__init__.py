@@ -1,0 +1,16 @@
+"""graphnas: neural architecture search on graph-encoded search spaces, run on Ray."""
+
+from nas.builder import GraphModule, build, count_flops, count_params
+from nas.graph import ArchGraph, ArchitectureError, arch_id, from_json, infer_shapes, to_json
+from nas.graph import load as load_architecture
+from nas.graph import save as save_architecture
+from nas.ops import OpError, register_op
+from nas.registry import get_space, list_spaces, register_space
+from nas.space import Categorical, Ordinal, Preset, SearchSpace, SpaceError
+
+__all__ = [
+    "ArchGraph", "ArchitectureError", "Categorical", "GraphModule", "OpError", "Ordinal", "Preset",
+    "SearchSpace", "SpaceError", "arch_id", "build", "count_flops", "count_params", "from_json", "get_space",
+    "infer_shapes", "list_spaces", "load_architecture", "register_op", "register_space", "save_architecture",
+    "to_json",
+]
