@@ -15,8 +15,15 @@ import networkx as nx
 import torch
 from torch import nn
 
-from nas.graph import ArchitectureError, aux_nodes, infer_shapes, input_node, ordered_inputs, output_node, \
-    topological_order
+from nas.graph import (
+    ArchitectureError,
+    aux_nodes,
+    infer_shapes,
+    input_node,
+    ordered_inputs,
+    output_node,
+    topological_order,
+)
 from nas.ops import Shape, apply_merge, get_op, merge_shape, resolve_params
 
 # ops whose output is a fresh tensor nobody else holds, so a following ReLU may work in place

@@ -1,0 +1,144 @@
+"""The `nas` command line. Subcommands import what they need lazily so `nas spaces` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+class CLIError(Exception):
+    """A usage error; printed without a traceback."""
+
+
+def _parse_literal(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        return text
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise CLIError(f"--input-shape must look like C,H,W (e.g. 3,224,224), got {text!r}") from None
+    if not shape or any(v <= 0 for v in shape):
+        raise CLIError(f"--input-shape must be positive integers, got {text!r}")
+    return shape
+
+
+def _parse_sets(space: Any, items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"--set takes VAR=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        out[name] = space.variable(name).parse(value)
+    return out
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"--option takes KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = _parse_literal(value)
+    return out
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from nas.registry import get_space, list_spaces
+
+    rows = []
+    for name in list_spaces():
+        try:
+            space = get_space(name)
+        except Exception as e:  # a broken plug-in must not hide the others
+            rows.append({"name": name, "error": str(e)})
+            continue
+        rows.append({"name": name, "variables": len(space.variables), "size": space.size(),
+                     "presets": sorted(space.presets), "op_choices": [v.name for v in space.op_choices],
+                     "description": space.description.strip().splitlines()[0] if space.description else ""})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']}: ERROR {r['error']}")
+            continue
+        print(f"{r['name']}: {r['variables']} variables, {r['size']:.3g} architectures. {r['description']}")
+        if r["presets"]:
+            print(f"  presets: {', '.join(r['presets'])}")
+    return 0
+
+
+def _arch_from_args(args: argparse.Namespace):
+    from nas.registry import get_space
+
+    space = get_space(args.space)
+    assignment = _parse_sets(space, args.set or [])
+    return space.graph(assignment, preset=args.preset, num_classes=args.num_classes,
+                       input_shape=_parse_shape(args.input_shape), partial=True,
+                       **_parse_options(args.option or []))
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from nas.describe import render, summary
+
+    g = _arch_from_args(args)
+    if args.json:
+        print(json.dumps(summary(g)))
+    else:
+        print(render(g, max_rows=None if args.all else 60))
+    return 0
+
+
+def _add_arch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="space name, 'package.module:name' or 'file.py:name'")
+    p.add_argument("--preset", help="a preset of the space (see `nas spaces`)")
+    p.add_argument("--set", action="append", metavar="VAR=VALUE", help="assign a variable (repeatable)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a space option (repeatable)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--input-shape", help="C,H,W (or C,T,H,W), without the batch dimension")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="graphnas: neural architecture search on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("spaces", help="list search spaces and their presets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_spaces)
+
+    p = sub.add_parser("describe", help="print an architecture of a space")
+    _add_arch_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object: params, flops, output_shape, arch_id, ...")
+    p.add_argument("--all", action="store_true", help="show every node")
+    p.set_defaults(func=cmd_describe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    from nas.graph import ArchitectureError
+    from nas.ops import OpError
+    from nas.space import SpaceError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, SpaceError, ArchitectureError, OpError, FileNotFoundError) as e:
+        print(f"nas {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
