@@ -101,6 +101,58 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+_SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig
+    "space": (None, "space"), "strategy": (None, "strategy"), "budget": (None, "budget"), "seed": (None, "seed"),
+    "out": (None, "out"), "address": (None, "address"), "workers": (None, "workers"),
+    "cpus_per_trial": (None, "cpus_per_trial"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
+    "dataset": ("train", "dataset"), "data_root": ("train", "data_root"), "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"), "optimizer": ("train", "optimizer"), "lr": ("train", "lr"),
+}
+
+
+def search_config_from_args(args: argparse.Namespace):
+    """Defaults, then the config file (or the resumed run's config.json), then the flags given."""
+    from pathlib import Path
+
+    from nas.config import SearchConfig, read_config_file
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = read_config_file(args.config)
+    elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
+        data = read_config_file(Path(args.out) / "config.json")
+    data = {**data, "train": dict(data.get("train", {}) or {})}
+    for dest, (section, key) in _SEARCH_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            (data["train"] if section else data)[key] = value
+    if args.strategy_option:
+        data["strategy_options"] = {**data.get("strategy_options", {}), **_parse_options(args.strategy_option)}
+    if args.space_option:
+        data["space_options"] = {**data.get("space_options", {}), **_parse_options(args.space_option)}
+    return SearchConfig.from_dict(data, args.config or "flags")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.search import run_search
+
+    cfg = search_config_from_args(args)
+    outcome = run_search(cfg, resume=args.resume)
+    best = outcome.best
+    print()
+    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed) in {outcome.folder}")
+    if best is None:
+        print("no candidate finished successfully")
+        return 1
+    m = best.get("metrics", {})
+    print(f"best: val_accuracy {best['value']:.4f}"
+          + (f", test_accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else "")
+          + (f", {m['params']:,} params" if "params" in m else "") + f", arch_id {best['arch_id']}")
+    print(f"assignment: {json.dumps(best['assignment'])}")
+    print(f"files: {outcome.folder}/best.json, leaderboard.md, evaluations.jsonl, best_so_far.png")
+    return 0
+
+
 def _add_arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="space name, 'package.module:name' or 'file.py:name'")
     p.add_argument("--preset", help="a preset of the space (see `nas spaces`)")
@@ -123,19 +175,45 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object: params, flops, output_shape, arch_id, ...")
     p.add_argument("--all", action="store_true", help="show every node")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("search", help="run (or resume) a search on Ray")
+    p.add_argument("--space", help="search space (default resnet)")
+    p.add_argument("--strategy", help="evolution | random | combo | darts (default evolution)")
+    p.add_argument("--budget", type=int, help="number of evaluations (default 20)")
+    p.add_argument("--dataset", help="digits (default) | cifar10 | npy")
+    p.add_argument("--data-root", help="folder of the data set (cifar10, npy)")
+    p.add_argument("--epochs", type=int, help="training epochs per candidate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="output folder (default runs/search)")
+    p.add_argument("--address", help="Ray cluster address ('auto' for the cluster this machine is in)")
+    p.add_argument("--workers", type=int, help="trials at once (default: CPUs // cpus per trial)")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="may be fractional, e.g. 0.5")
+    p.add_argument("--asha", action="store_true", default=None, help="ASHA early stopping of weak candidates")
+    p.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
+                   help="e.g. population_size=20 (repeatable)")
+    p.add_argument("--space-option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--config", help="a TOML or YAML file holding any of these settings")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.set_defaults(func=cmd_search)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    from nas.config import ConfigError
     from nas.graph import ArchitectureError
     from nas.ops import OpError
+    from nas.search import SearchError
     from nas.space import SpaceError
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, SpaceError, ArchitectureError, OpError, FileNotFoundError) as e:
+    except (CLIError, SpaceError, ArchitectureError, OpError, ConfigError, SearchError, FileNotFoundError) as e:
         print(f"nas {args.command}: error: {e}", file=sys.stderr)
         return 2
 

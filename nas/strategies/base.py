@@ -46,6 +46,9 @@ class Strategy(ABC):
     def tell(self, assignment: Assignment, value: float | None) -> None:
         """The result of evaluating `assignment` (None or NaN: it failed)."""
 
+    def clear_pending(self) -> None:  # noqa: B027 - optional hook
+        """Forget asks whose results will never come (called when a search resumes after a kill)."""
+
     # -- persistence -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()

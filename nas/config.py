@@ -1,0 +1,109 @@
+"""A search's configuration: one dataclass that flags, TOML and YAML files all fill."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the file and the key."""
+
+
+@dataclass
+class TrainConfig:
+    """How each candidate is trained (the worker's hyperparameters)."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    data_seed: int = 0
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+    checkpoint_every: int = 0  # 0: only the final model
+
+
+@dataclass
+class SearchConfig:
+    space: str = "resnet"
+    strategy: str = "evolution"
+    budget: int = 20
+    seed: int = 0
+    out: str = "runs/search"
+    address: str | None = None
+    workers: int | None = None  # trials at once; default: cluster CPUs // cpus_per_trial
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    asha: bool = False
+    max_failures: int = 2  # retries of a trial whose worker or node died
+    reuse_actors: bool = True
+    space_options: dict[str, Any] = field(default_factory=dict)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> SearchConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+        data = dict(data)
+        train = data.pop("train", {}) or {}
+        if not isinstance(train, dict):
+            raise ConfigError(f"{where}: 'train' must be a table of settings")
+        cfg = cls(train=_fill(TrainConfig(), train, f"{where} [train]"))
+        return _fill(cfg, data, where)
+
+
+def _fill(obj: Any, data: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        if key not in fields or key == "train":
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {sorted(fields)}")
+        expected = getattr(obj, key)
+        if value is not None and expected is not None and not _compatible(expected, value):
+            raise ConfigError(f"{where}: setting {key!r} must be {type(expected).__name__}, got {value!r}")
+        setattr(obj, key, float(value) if isinstance(expected, float) and isinstance(value, int) else value)
+    return obj
+
+
+def _compatible(expected: Any, value: Any) -> bool:
+    if isinstance(expected, bool):
+        return isinstance(value, bool)
+    if isinstance(expected, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(expected, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(expected))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML (.toml) or YAML (.yaml/.yml) file, or the config.json of a run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+            return data if data is not None else {}
+        if path.suffix == ".json":
+            return json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as e:
+        raise ConfigError(f"config file {path} is malformed: {e}") from None
+    except Exception as e:  # yaml's errors
+        raise ConfigError(f"config file {path} is malformed: {e}") from None
+    raise ConfigError(f"config file {path}: use .toml, .yaml or .yml")
