@@ -104,7 +104,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 _SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig
     "space": (None, "space"), "strategy": (None, "strategy"), "budget": (None, "budget"), "seed": (None, "seed"),
     "out": (None, "out"), "address": (None, "address"), "workers": (None, "workers"),
-    "cpus_per_trial": (None, "cpus_per_trial"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
+    "cpus_per_trial": (None, "cpus_per_trial"), "max_params": (None, "max_params"),
+    "max_flops": (None, "max_flops"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
     "dataset": ("train", "dataset"), "data_root": ("train", "data_root"), "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"), "optimizer": ("train", "optimizer"), "lr": ("train", "lr"),
 }
@@ -192,6 +193,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="trials at once (default: CPUs // cpus per trial)")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="may be fractional, e.g. 0.5")
+    p.add_argument("--max-params", type=int, help="record larger candidates as failed, untrained")
+    p.add_argument("--max-flops", type=int, help="likewise for multiply-accumulates per sample")
     p.add_argument("--asha", action="store_true", default=None, help="ASHA early stopping of weak candidates")
     p.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
                    help="e.g. population_size=20 (repeatable)")

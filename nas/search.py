@@ -113,6 +113,7 @@ class SearchState:
                 g = self.space.graph(assignment, num_classes=self.num_classes, input_shape=self.data_shape,
                                      **self.cfg.space_options)
                 aid = compute_arch_id(g)
+                _check_limits(g, self.cfg)
             except Exception as e:  # the candidate fails, not the search
                 self.record({"trial_id": f"{trial_id}_build", "assignment": assignment, "arch_id": None,
                              "status": "failed", "value": None, "error": f"{type(e).__name__}: {e}",
@@ -149,6 +150,19 @@ class SearchState:
         if err:
             rec["error"] = err
         self.record(rec, p["arch"])
+
+
+class CandidateTooLarge(ValueError):
+    """A candidate exceeds the search's max_params or max_flops."""
+
+
+def _check_limits(g: Any, cfg: SearchConfig) -> None:
+    from nas.builder import count_flops, count_params
+
+    if cfg.max_params is not None and (n := count_params(g)) > cfg.max_params:
+        raise CandidateTooLarge(f"{n:,} parameters exceed max_params {cfg.max_params:,}")
+    if cfg.max_flops is not None and (n := count_flops(g)) > cfg.max_flops:
+        raise CandidateTooLarge(f"{n:,} multiply-accumulates exceed max_flops {cfg.max_flops:,}")
 
 
 def _is_metric(key: str, value: Any) -> bool:
