@@ -1,0 +1,285 @@
+"""Data sets as torch tensors, split once into fixed train / validation / test parts by a seed.
+
+The test split is for the final report only: the search selects on the validation split. Splits are
+stratified by label where every class has at least two examples (`train_test_split(stratify=...)`),
+and plain seeded random splits otherwise. Inputs are float32, standardised per channel (dimension 1)
+with the training split's mean and standard deviation; labels are int64 in 0..K-1.
+
+Fractions: ``test_fraction`` of all examples is held out as the test split when the data set has none
+of its own (digits; an npy folder without ``x_test.npy``); ``val_fraction`` of the remaining
+training examples is held out for validation when the data set has no validation split of its own.
+
+Sets: ``digits`` (scikit-learn's 8x8 digits, embedded), ``cifar10`` (the binary distribution), ``npy``
+(a folder of ``.npy`` arrays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_FOLDER = "cifar-10-batches-bin"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch.bin"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+
+NPY_SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A data set cannot be loaded; the message names the file or argument at fault."""
+
+
+@dataclass
+class DatasetSplits:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    name: str
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def __repr__(self) -> str:  # the default would print every tensor
+        return (f"DatasetSplits(name={self.name!r}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes}, sizes={self.sizes()})")
+
+
+def default_root() -> Path:
+    """Where data sets live when no root is given: $GRAPHNAS_DATA, else ~/.cache/graphnas/data."""
+    env = os.environ.get("GRAPHNAS_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "graphnas" / "data"
+
+
+def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int = 0,
+                 val_fraction: float = 0.2, test_fraction: float = 0.2, normalize: bool = True,
+                 download: bool = False) -> DatasetSplits:
+    """Load data set `name` split by `seed` (see the module docstring for the fractions).
+
+    `root`: for ``cifar10`` the folder holding ``cifar-10-batches-bin`` (or that folder itself); for
+    ``npy`` the folder of arrays (required). `download` (cifar10 only) fetches the archive when files
+    are missing; it is never attempted unless asked for.
+    """
+    for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not (isinstance(v, int | float) and 0 < v < 1):
+            raise DatasetError(f"{what} must be a number in (0, 1), got {v!r}")
+    key = name.lower() if isinstance(name, str) else name
+    if key == "digits":
+        x, y = _digits()
+        splits = _split_all(x, y, None, None, None, None, seed, val_fraction, test_fraction)
+    elif key == "cifar10":
+        (x, y), (xt, yt) = read_cifar10(root, download=download)
+        splits = _split_all(x, y, None, None, xt, yt, seed, val_fraction, test_fraction)
+    elif key == "npy":
+        if root is None:
+            raise DatasetError("data set 'npy' needs root=<folder holding x_train.npy and y_train.npy>")
+        arrays = read_npy_folder(root)
+        splits = _split_all(*arrays, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    else:
+        raise DatasetError(f"unknown data set {name!r}; known: cifar10, digits, npy")
+    (xtr, ytr), (xv, yv), (xte, yte) = splits
+    num_classes = int(max(ytr.max(initial=-1), yv.max(initial=-1), yte.max(initial=-1))) + 1
+    xtr, xv, xte = (_as_float(a) for a in (xtr, xv, xte))
+    if normalize:
+        xtr, xv, xte = _standardise(xtr, xv, xte)
+    t = torch.from_numpy
+    return DatasetSplits(
+        x_train=t(xtr), y_train=t(ytr.astype(np.int64)), x_val=t(xv), y_val=t(yv.astype(np.int64)),
+        x_test=t(xte), y_test=t(yte.astype(np.int64)), num_classes=num_classes,
+        input_shape=tuple(int(v) for v in xtr.shape[1:]), name=key,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# sources
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]  # pixel values are 0..16
+    return x, d.target.astype(np.int64)
+
+
+def read_cifar10_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes (R, G, B planes,
+    each 32x32 row-major). Returns uint8 images (N, 3, 32, 32) and int64 labels."""
+    path = Path(path)
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _CIFAR_RECORD:
+        raise DatasetError(f"{path}: size {raw.size} bytes is not a positive multiple of the CIFAR-10 record "
+                           f"size {_CIFAR_RECORD}; the file is truncated or not a CIFAR-10 binary batch")
+    records = raw.reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise DatasetError(f"{path}: label byte {int(labels.max())} is not a CIFAR-10 class (0..9)")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def cifar10_folder(root: str | os.PathLike | None) -> Path:
+    base = Path(root).expanduser() if root is not None else default_root()
+    return base if base.name == CIFAR10_FOLDER else base / CIFAR10_FOLDER
+
+
+def read_cifar10(root: str | os.PathLike | None, download: bool = False):
+    """((x_train, y_train), (x_test, y_test)) from the five training batches and the official test batch."""
+    folder = cifar10_folder(root)
+    names = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing and download:
+        download_cifar10(folder.parent)
+        missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DatasetError(f"CIFAR-10: {folder} lacks {missing[0]}"
+                           + (f" (and {len(missing) - 1} more of {list(names)})" if len(missing) > 1 else "")
+                           + f". Put the binary distribution ({CIFAR10_URL}, extracted) there, pass "
+                           "root=<its parent folder>, or pass download=True where the network allows.")
+    train = [read_cifar10_file(folder / n) for n in CIFAR10_TRAIN_FILES]
+    x = np.concatenate([a for a, _ in train])
+    y = np.concatenate([b for _, b in train])
+    return (x, y), read_cifar10_file(folder / CIFAR10_TEST_FILE)
+
+
+def download_cifar10(dest: str | os.PathLike) -> Path:
+    """Fetch and check (MD5) the binary archive, and extract its .bin files into dest/cifar-10-batches-bin."""
+    import urllib.request
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / "cifar-10-binary.tar.gz"
+    if not archive.is_file():
+        tmp = archive.with_suffix(".part")
+        try:
+            urllib.request.urlretrieve(CIFAR10_URL, tmp)
+        except OSError as e:
+            raise DatasetError(f"could not download {CIFAR10_URL} into {dest}: {e}") from None
+        tmp.replace(archive)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    if md5 != CIFAR10_MD5:
+        raise DatasetError(f"{archive}: MD5 {md5} differs from the published {CIFAR10_MD5}; "
+                           "delete it and retry")
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(f"{CIFAR10_FOLDER}/")
+                   and m.name.endswith((".bin", ".txt"))]
+        tar.extractall(dest, members=members, filter="data")
+    return dest / CIFAR10_FOLDER
+
+
+def read_npy_folder(root: str | os.PathLike):
+    """(x_train, y_train, x_val, y_val, x_test, y_test) from a folder; missing optional splits are None."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"npy data set: folder {folder} does not exist")
+    arrays: dict[str, np.ndarray | None] = {}
+    for split in NPY_SPLITS:
+        fx, fy = folder / f"x_{split}.npy", folder / f"y_{split}.npy"
+        if split != "train" and not fx.exists() and not fy.exists():
+            arrays[f"x_{split}"] = arrays[f"y_{split}"] = None
+            continue
+        for f in (fx, fy):
+            if not f.is_file():
+                other = fy if f == fx else fx
+                why = f" (it is needed alongside {other.name})" if split != "train" else ""
+                raise DatasetError(f"npy data set: {f} is missing{why}")
+        arrays[f"x_{split}"] = _load_x(fx)
+        arrays[f"y_{split}"] = _load_y(fy, len(arrays[f"x_{split}"]))
+    ref = arrays["x_train"].shape[1:]
+    for split in NPY_SPLITS[1:]:
+        x = arrays[f"x_{split}"]
+        if x is not None and x.shape[1:] != ref:
+            raise DatasetError(f"npy data set: {folder / f'x_{split}.npy'} has per-example shape "
+                               f"{x.shape[1:]}, but x_train.npy has {ref}")
+    return tuple(arrays[f"{v}_{s}"] for s in NPY_SPLITS for v in ("x", "y"))
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:  # object arrays need pickle, which is never allowed
+        raise DatasetError(f"{path}: cannot be read without pickle ({e}); save a numeric array") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
+
+
+def _load_x(path: Path) -> np.ndarray:
+    x = _load_npy(path)
+    if x.ndim not in (2, 4, 5):
+        raise DatasetError(f"{path}: shape {x.shape} is not (N, D), (N, C, H, W) or (N, C, T, H, W)")
+    if 0 in x.shape:
+        raise DatasetError(f"{path}: shape {x.shape} holds no data")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+        raise DatasetError(f"{path}: dtype {x.dtype} is not a real numeric type")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DatasetError(f"{path}: holds NaN or infinite values")
+    return x
+
+
+def _load_y(path: Path, n: int) -> np.ndarray:
+    y = _load_npy(path)
+    if y.ndim != 1:
+        raise DatasetError(f"{path}: labels must have shape (N,), got {y.shape}")
+    if len(y) != n:
+        raise DatasetError(f"{path}: {len(y)} labels for {n} examples in {path.name.replace('y_', 'x_')}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{path}: labels must be integers 0..K-1, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise DatasetError(f"{path}: labels must be integers 0..K-1, found {int(y.min())}")
+    return y.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# splitting and scaling
+
+
+def _split_all(x, y, x_val, y_val, x_test, y_test, seed: int, val_fraction: float, test_fraction: float):
+    if x_test is None:
+        x, y, x_test, y_test = _split(x, y, test_fraction, seed, "test")
+    if x_val is None:
+        x, y, x_val, y_val = _split(x, y, val_fraction, seed + 1, "validation")
+    return (x, y), (x_val, y_val), (x_test, y_test)
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
+    """(x_keep, y_keep, x_held, y_held): a stratified hold-out where every class has two examples."""
+    from sklearn.model_selection import train_test_split
+
+    n_held = int(round(fraction * len(y)))
+    if n_held < 1 or n_held >= len(y):
+        raise DatasetError(f"cannot hold out a {what} split of fraction {fraction} from {len(y)} examples")
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    stratify = y if present.min() >= 2 and len(present) <= n_held <= len(y) - len(present) else None
+    idx = np.arange(len(y))
+    keep, held = train_test_split(idx, test_size=n_held, random_state=seed, stratify=stratify)
+    keep, held = np.sort(keep), np.sort(held)  # a fixed order; the training loop shuffles
+    return x[keep], y[keep], x[held], y[held]
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _standardise(x_train: np.ndarray, *others: np.ndarray):
+    """Per-channel (dimension 1) standardisation with the training split's statistics."""
+    axes = tuple(i for i in range(x_train.ndim) if i != 1)
+    mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    return tuple(((a - mean) / std).astype(np.float32, copy=False) for a in (x_train, *others))

@@ -1,0 +1,242 @@
+"""The Ray Tune function trainable that trains one candidate architecture.
+
+Config contract (what the search driver passes as a trial's config)::
+
+    config["arch"]   the architecture, as `nas.graph.to_dict(g)` (required)
+    config["train"]  training settings; every key is optional (defaults in TRAIN_DEFAULTS):
+                     dataset, data_root, data_seed, val_fraction, test_fraction, epochs, batch_size,
+                     optimizer, lr, weight_decay, momentum, label_smoothing, schedule, seed, amp,
+                     channels_last, max_seconds, eval_batch_size, bn_recalibration, checkpoint_every,
+                     latency_reps, latency_batch_size; an unknown key fails the trial, naming it
+    other keys (assignment, arch_id, ...) are ignored.
+
+Every epoch it calls ``ray.tune.report`` with the metrics of `workers.training.Trainer.run_epoch`
+(epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, train_seconds, epoch_seconds, steps,
+time_limited) plus status="ok", params, flops and latency_ms; the last report adds test_accuracy and
+test_loss of the final model. The test split is evaluated once, at the end, and only reported.
+
+Checkpoints hold ``model.pt`` (the model's state_dict, contiguous CPU tensors, loadable into
+`nas.build(graph)`), ``train_state.pth`` (optimizer, step, RNG states: what a resume needs) and
+``arch.json``. They are written every `checkpoint_every` epochs and always with the final report
+(`checkpoint_every=0`: final only, which keeps short trials fast). A trial restarted by Tune resumes
+from `ray.tune.get_checkpoint()`.
+
+Failures: a candidate that cannot be built, mismatches the data, produces a NaN loss or runs out of
+memory does not crash the Ray trial. The trainable catches the exception and makes a final report
+with status="failed", error="<type>: <message>", val_accuracy=NaN (Tune requires the search metric in
+every result; NaN is ignored by Tune's best-result selection and by ASHA's cut-offs) and the epoch it
+reached. The driver records such a trial as failed and the search goes on, without Ray retrying a
+candidate that would fail again the same way. Errors raised by Ray itself while reporting are not
+caught. Data sets are loaded once per worker process and cached, so reused actors skip the load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.datasets import DatasetSplits, load_dataset
+from workers.training import Trainer, TrainSettings, default_device, evaluate, measure_latency
+
+WEIGHTS_FILE = "model.pt"
+STATE_FILE = "train_state.pth"  # not *.pt: the driver copies the checkpoint's *.pt file as the weights
+ARCH_FILE = "arch.json"
+
+_SETTINGS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "digits", "data_root": None, "data_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2,
+    **_SETTINGS_DEFAULTS,
+    "checkpoint_every": 0,  # 0: only with the final report
+    "latency_reps": 20,  # 0: do not measure (no latency_ms)
+    "latency_batch_size": 1,
+}
+
+_DATA_CACHE: OrderedDict[tuple, DatasetSplits] = OrderedDict()
+_CACHE_SIZE = 2
+
+
+class _ReportError(Exception):
+    """Ray failed while taking a report: not the candidate's fault, so it must not become status=failed."""
+
+
+def trial_resources(cpus: float = 1.0, gpus: float = 0.0) -> dict[str, float]:
+    """Per-trial resources for ``tune.with_resources(train_architecture, ...)``.
+
+    `gpus` may be fractional (e.g. 0.25: four trials share a GPU; each must fit in its memory) or a
+    whole number; Ray allows nothing in between (1.5). A trial given a GPU trains on it (CUDA is
+    visible only to trials that were given one).
+    """
+    for name, v in (("cpus", cpus), ("gpus", gpus)):
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"trial_resources: {name} must be a non-negative number, got {v!r}")
+    if cpus <= 0:
+        raise ValueError(f"trial_resources: cpus must be positive, got {cpus!r}")
+    if gpus > 1 and gpus != int(gpus):
+        raise ValueError(f"trial_resources: gpus above 1 must be a whole number, got {gpus!r}")
+    return {"cpu": float(cpus), "gpu": float(gpus)}
+
+
+def train_settings(train: dict[str, Any] | None) -> dict[str, Any]:
+    """`config["train"]` with defaults filled in; an unknown key raises, naming it."""
+    train = dict(train or {})
+    unknown = sorted(set(train) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"config['train'] has unknown setting(s) {unknown}; known: {sorted(TRAIN_DEFAULTS)}")
+    return {**TRAIN_DEFAULTS, **train}
+
+
+def cached_dataset(name: str, root: str | None, seed: int, val_fraction: float = 0.2,
+                   test_fraction: float = 0.2, device: torch.device | None = None) -> DatasetSplits:
+    """`load_dataset` once per worker process (and per device), kept for later trials on this actor."""
+    key = (name, root, seed, val_fraction, test_fraction, str(device or "cpu"))
+    if key in _DATA_CACHE:
+        _DATA_CACHE.move_to_end(key)
+        return _DATA_CACHE[key]
+    if device is None or torch.device(device).type == "cpu":
+        data = load_dataset(name, root=root, seed=seed, val_fraction=val_fraction,
+                            test_fraction=test_fraction)
+    else:
+        cpu = cached_dataset(name, root, seed, val_fraction, test_fraction)
+        data = dataclasses.replace(cpu, **{f: getattr(cpu, f).to(device) for f in (
+            "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
+    _DATA_CACHE[key] = data
+    while len(_DATA_CACHE) > _CACHE_SIZE:
+        _DATA_CACHE.popitem(last=False)
+    return data
+
+
+def resolve_data_root(root: str | None) -> str | None:
+    """A relative `data_root` is relative to the driver's working directory, not the trial folder Tune
+    changes into (Tune keeps the original in $TUNE_ORIG_WORKING_DIR). The driver should pass absolute
+    paths anyway: on a multi-node cluster a relative path means nothing."""
+    if root is None or Path(root).expanduser().is_absolute():
+        return root
+    base = os.environ.get("TUNE_ORIG_WORKING_DIR")
+    return str(Path(base) / root) if base else root
+
+
+def load_trained_model(checkpoint_dir: str | Path):
+    """(graph, model) from a checkpoint folder written by `train_architecture`."""
+    from nas.builder import build
+    from nas.graph import from_json
+
+    folder = Path(checkpoint_dir)
+    g = from_json((folder / ARCH_FILE).read_text(), str(folder / ARCH_FILE))
+    model = build(g)
+    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return g, model
+
+
+def train_architecture(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: build `config["arch"]`, train it, report every epoch."""
+    from ray import tune
+
+    progress: dict[str, Any] = {"epoch": 0}
+    try:
+        _train(config, progress, tune)
+        return
+    except _ReportError as e:
+        raise e.__cause__ from None
+    except Exception as e:  # the candidate failed; report it and let the search go on (module docstring)
+        error = f"{type(e).__name__}: {e}"[:2000]
+    gc.collect()  # the exception's frames held the model; free its (GPU) memory before the next trial
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    failed = {"status": "failed", "error": error, "val_accuracy": float("nan"), "val_loss": float("nan"),
+              **progress}
+    tune.report(failed)
+
+
+def _report(tune, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+    try:
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
+        tune.report(metrics, checkpoint=ckpt)
+    except Exception as e:
+        raise _ReportError() from e
+
+
+def _limit_threads() -> None:
+    """Match torch's intra-op threads to the CPUs Tune gave this trial (avoid oversubscribing)."""
+    try:
+        from ray import tune
+
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 0)
+    except Exception:  # not in a Tune session
+        return
+    if cpus >= 1:
+        torch.set_num_threads(int(cpus))
+
+
+def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
+    from nas.builder import build, count_flops, count_params
+    from nas.graph import from_dict, to_json
+
+    if "arch" not in config:
+        raise KeyError("config has no 'arch' (the architecture as nas.graph.to_dict output)")
+    t = train_settings(config.get("train"))
+    g = from_dict(config["arch"], "config['arch']")
+    progress.update(params=count_params(g), flops=count_flops(g))
+    _limit_threads()
+    device = default_device()
+    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
+                          t["test_fraction"], device)
+    shape = tuple(g.graph["input_shape"])
+    if shape != tuple(data.input_shape):
+        raise ValueError(f"the architecture's input_shape {list(shape)} differs from data set "
+                         f"{data.name!r}'s {list(data.input_shape)}")
+    settings = TrainSettings(**{k: t[k] for k in _SETTINGS_DEFAULTS})
+    torch.manual_seed(settings.seed)
+    model = build(g)
+    if tuple(model.output_shape) != (data.num_classes,):
+        raise ValueError(f"the architecture's output shape {list(model.output_shape)} does not match "
+                         f"data set {data.name!r}'s {data.num_classes} classes")
+    trainer = Trainer(model, data, settings, device)
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            weights = torch.load(Path(d) / WEIGHTS_FILE, map_location=device, weights_only=True)
+            trainer.model.load_state_dict(weights)
+            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True))
+        progress["resumed_from_epoch"] = trainer.epoch
+    progress["epoch"] = trainer.epoch
+    if t["latency_reps"] > 0:
+        lat = measure_latency(trainer.model, shape, batch_size=t["latency_batch_size"],
+                              reps=t["latency_reps"], amp=trainer.amp,
+                              channels_last=trainer.memory_format is not None)
+        progress["latency_ms"] = lat * 1e3
+    arch_json = to_json(g)
+
+    if trainer.done:  # resumed from the final checkpoint: report the final result again
+        _report(tune, {**trainer.history[-1], **_final(trainer, data), "status": "ok", **progress})
+        return
+    every = int(t["checkpoint_every"])
+    while not trainer.done:
+        progress["epoch"] = trainer.epoch + 1  # a failure during this epoch reports it
+        metrics = {**trainer.run_epoch(), "status": "ok"}
+        progress["train_seconds"] = metrics["train_seconds"]
+        if trainer.done:
+            metrics.update(_final(trainer, data))
+        metrics.update(progress)
+        if trainer.done or (every > 0 and trainer.epoch % every == 0):
+            with tempfile.TemporaryDirectory(prefix="graphnas-ckpt-") as d:
+                state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
+                torch.save(state, Path(d) / WEIGHTS_FILE)
+                torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
+                (Path(d) / ARCH_FILE).write_text(arch_json)
+                _report(tune, metrics, d)
+        else:
+            _report(tune, metrics)
+
+
+def _final(trainer: Trainer, data: DatasetSplits) -> dict[str, float]:
+    test = evaluate(trainer.model, data.x_test, data.y_test, batch_size=trainer.settings.eval_batch_size,
+                    amp=trainer.amp, memory_format=trainer.memory_format)
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
