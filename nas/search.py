@@ -311,6 +311,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], Non
     return SearchOutcome(folder.path, state.records, state.best)
 
 
+def _trial_name(trial: Any) -> str:
+    return f"trial_{trial.trial_id}_{trial.config.get('arch_id', '')}"
+
+
 def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     import ray
     from ray import tune
@@ -334,7 +338,8 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     tuner = tune.Tuner(
         tune.with_resources(train_architecture, resources),
         tune_config=tune.TuneConfig(search_alg=_make_searcher(state), num_samples=-1, scheduler=scheduler,
-                                    max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors),
+                                    max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=session, storage_path=str(storage), verbose=0,
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
