@@ -34,9 +34,9 @@ class Strategy(ABC):
 
     def score(self, value: float | None) -> float | None:
         """The value to maximise, or None for a failed evaluation (None or NaN)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or math.isnan(value := float(value)):  # float(): numpy float32 NaN is no float
             return None
-        return float(value) if self.mode == "max" else -float(value)
+        return value if self.mode == "max" else -value
 
     @abstractmethod
     def ask(self) -> Assignment:
