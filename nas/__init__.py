@@ -6,12 +6,13 @@ from nas.graph import ArchGraph, ArchitectureError, arch_id, from_json, infer_sh
 from nas.graph import load as load_architecture
 from nas.graph import save as save_architecture
 from nas.ops import OpError, register_op
+from nas.optimize import History, optimize
 from nas.registry import get_space, list_spaces, register_space
 from nas.space import Categorical, Ordinal, Preset, SearchSpace, SpaceError
 
 __all__ = [
-    "ArchGraph", "ArchitectureError", "Categorical", "GraphModule", "OpError", "Ordinal", "Preset",
+    "ArchGraph", "ArchitectureError", "Categorical", "GraphModule", "History", "OpError", "Ordinal", "Preset",
     "SearchSpace", "SpaceError", "arch_id", "build", "count_flops", "count_params", "from_json", "get_space",
-    "infer_shapes", "list_spaces", "load_architecture", "register_op", "register_space", "save_architecture",
-    "to_json",
+    "infer_shapes", "list_spaces", "load_architecture", "optimize", "register_op", "register_space",
+    "save_architecture", "to_json",
 ]
