@@ -322,6 +322,7 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     from workers.trainable import train_architecture
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -343,7 +344,6 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
         run_config=tune.RunConfig(
             name=session, storage_path=str(storage), verbose=0,
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[_make_weights_callback(state)],
         ),
     )

@@ -1,0 +1,130 @@
+"""End to end through real Ray and real training on digits: the output folder, failing candidates,
+and a driver killed with SIGKILL then resumed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nas
+from nas.config import SearchConfig, TrainConfig
+from nas.graph import ArchGraph
+from nas.search import SearchError, run_search
+
+ray = pytest.importorskip("ray")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False,
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def quick(out: Path, **kw) -> SearchConfig:
+    train = TrainConfig(epochs=1, batch_size=128, lr=0.05)
+    return SearchConfig(out=str(out), train=train, workers=2, **kw)
+
+
+def test_search_writes_the_run_folder(cluster, tmp_path):
+    cfg = quick(tmp_path / "run", space="resnet", strategy="evolution", budget=6, seed=1,
+                strategy_options={"population_size": 4, "sample_size": 2})
+    outcome = run_search(cfg, log=lambda s: None)
+    folder = tmp_path / "run"
+    rows = [json.loads(line) for line in (folder / "evaluations.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok, rows
+    for r in ok:
+        assert 0.0 <= r["value"] <= 1.0 and r["metrics"]["params"] > 0 and "test_accuracy" in r["metrics"]
+        assert set(r["assignment"]) == set(nas.get_space("resnet").names)
+    best = json.loads((folder / "best.json").read_text())
+    assert best["value"] == max(r["value"] for r in ok)
+    arch = nas.load_architecture(folder / "best.json")
+    assert nas.arch_id(arch) == best["arch_id"] == outcome.best["arch_id"]
+    model = nas.build(arch)
+    state = torch.load(folder / "best_weights.pt", weights_only=True)
+    model.load_state_dict(state)
+    assert (folder / "leaderboard.md").read_text().count("\n| 1 |") == 1
+    assert (folder / "best_so_far.png").stat().st_size > 1000
+    assert json.loads((folder / "config.json").read_text())["budget"] == 6
+    with pytest.raises(SearchError, match="--resume"):
+        run_search(cfg, log=lambda s: None)
+
+
+def flaky_space() -> nas.SearchSpace:
+    """Candidates that fail in each way a user's space can: in the build, with NaN loss, with a shape
+    error in training, or not at all."""
+
+    def build(a, *, num_classes, input_shape):
+        if a["mode"] == "build_error":
+            raise RuntimeError("this candidate cannot be built")
+        g = ArchGraph(input_shape)
+        x = g.add_op("conv", "conv", "input", out_channels=a["width"], kernel_size=3)
+        x = g.add_op("relu", "relu", x)
+        x = g.add_op("pool", "global_avgpool", x)
+        n_out = 7 if a["mode"] == "shape_error" else num_classes
+        bias_init = math.inf if a["mode"] == "nan" else None
+        g.add_op("fc", "linear", x, out_features=n_out, bias_init=bias_init)
+        return g
+
+    return nas.SearchSpace("flaky", [nas.Categorical("mode", ("ok", "build_error", "nan", "shape_error")),
+                                     nas.Ordinal("width", (4, 8, 16, 32))], build)
+
+
+def test_failing_candidates_are_recorded_and_the_search_goes_on(cluster, tmp_path):
+    nas.register_space("flaky", flaky_space)
+    cfg = quick(tmp_path / "flaky", space="flaky", strategy="random", budget=10, seed=3)
+    outcome = run_search(cfg, log=lambda s: None)
+    rows = outcome.records
+    assert len(rows) == 10
+    by_mode: dict[str, list[dict]] = {}
+    for r in rows:
+        by_mode.setdefault(r["assignment"]["mode"], []).append(r)
+    assert all(r["status"] == "ok" for r in by_mode.get("ok", []))
+    for mode, needle in (("build_error", "cannot be built"), ("nan", "NaN"), ("shape_error", "")):
+        for r in by_mode.get(mode, []):
+            assert r["status"] == "failed" and r["value"] is None and needle in r["error"], r
+    assert len(by_mode) >= 3, "the seed should draw several failure modes"
+    assert any(r["status"] == "failed" for r in rows) and any(r["status"] == "ok" for r in rows)
+
+
+def test_killed_driver_resumes_without_losing_or_repeating(cluster, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "resnet", "--strategy", "random", "--budget", "8",
+           "--epochs", "1", "--workers", "1", "--seed", "5", "--out", str(out), "--address", cluster]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    journal = out / "evaluations.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"the search ended early with code {proc.returncode}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    assert 3 <= len(before) < 8
+    cfg = SearchConfig.from_dict(json.loads((out / "config.json").read_text()))
+    cfg.address = None
+    outcome = run_search(cfg, resume=True, log=lambda s: None)
+    ids = [r["trial_id"] for r in outcome.records]
+    assert len(ids) == 8 and len(set(ids)) == 8
+    assert [r["trial_id"] for r in outcome.records[: len(before)]] == [r["trial_id"] for r in before]
+    state = json.loads((out / "strategy_state.json").read_text())
+    assert state["n_records"] == 8 and state["state"]["n_told"] == 8
