@@ -141,7 +141,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     outcome = run_search(cfg, resume=args.resume)
     best = outcome.best
     print()
-    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed) in {outcome.folder}")
+    rejected = f", {outcome.n_rejected} proposals over the size limits skipped" if outcome.n_rejected else ""
+    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed{rejected}) in {outcome.folder}")
     if best is None:
         print("no candidate finished successfully")
         return 1
@@ -193,7 +194,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="trials at once (default: CPUs // cpus per trial)")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="may be fractional, e.g. 0.5")
-    p.add_argument("--max-params", type=int, help="record larger candidates as failed, untrained")
+    p.add_argument("--max-params", type=int, help="reject larger proposals before training (they use no budget)")
     p.add_argument("--max-flops", type=int, help="likewise for multiply-accumulates per sample")
     p.add_argument("--asha", action="store_true", default=None, help="ASHA early stopping of weak candidates")
     p.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",

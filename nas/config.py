@@ -45,7 +45,7 @@ class SearchConfig:
     asha: bool = False
     max_failures: int = 2  # retries of a trial whose worker or node died
     reuse_actors: bool = True
-    max_params: int | None = None  # candidates above this are recorded as failed without training
+    max_params: int | None = None  # larger proposals are rejected before evaluation (no budget used)
     max_flops: int | None = None  # likewise, multiply-accumulates per sample
     space_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)

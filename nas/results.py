@@ -71,9 +71,8 @@ class RunFolder:
 
     # -- derived views ------------------------------------------------------------------------------
     def write_leaderboard(self, records: list[dict[str, Any]], metric: str, mode: str, top: int = 20) -> None:
-        ok = [r for r in records if r.get("status") == "ok" and _finite(r.get("value"))]
-        ok.sort(key=lambda r: r["value"], reverse=(mode == "max"))
-        lines = [f"# Leaderboard ({metric}, {mode}; {len(ok)} finished, "
+        ok = self.ranked([r for r in records if not r.get("cached")], mode)  # one row per trained architecture
+        lines = [f"# Leaderboard ({metric}, {mode}; {len(ok)} architectures trained, "
                  f"{sum(r.get('status') != 'ok' for r in records)} failed)", "",
                  f"| rank | {metric} | test_accuracy | params | flops | arch_id | trial | assignment |",
                  "|---:|---:|---:|---:|---:|---|---|---|"]

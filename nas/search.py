@@ -42,6 +42,7 @@ class SearchOutcome:
     folder: Path
     records: list[dict[str, Any]]
     best: dict[str, Any] | None
+    n_rejected: int = 0  # proposals over max_params / max_flops, never evaluated
 
     @property
     def n_failed(self) -> int:
@@ -62,6 +63,7 @@ class SearchState:
         self.elapsed_before = max((r.get("elapsed_s", 0.0) for r in self.records), default=0.0)
         self.session_start = time.monotonic()
         self.session_done = 0
+        self.n_rejected = 0
         self.best = folder.ranked(self.records, MODE)[0] if folder.ranked(self.records, MODE) else None
 
     # -- bookkeeping --------------------------------------------------------------------------------
@@ -105,23 +107,37 @@ class SearchState:
     # -- proposals ----------------------------------------------------------------------------------
     def next_config(self, trial_id: str) -> dict[str, Any] | None:
         """A trial config for the strategy's next proposal, or None when the budget is committed.
+
         Proposals that fail to build, or that repeat an evaluated architecture, are journaled here
-        without a trial (a failure, or the earlier result marked cached) and count toward the budget."""
+        without a trial (a failure, or the earlier result marked cached) and count toward the budget.
+        Proposals over max_params / max_flops are rejected before evaluation: the strategy is told they
+        failed, they are counted in `n_rejected`, and they do not use the budget."""
+        rejected_in_a_row = 0
         while self.n_committed() < self.cfg.budget:
             assignment = self.strategy.ask()
             try:
                 g = self.space.graph(assignment, num_classes=self.num_classes, input_shape=self.data_shape,
                                      **self.cfg.space_options)
                 aid = compute_arch_id(g)
-                _check_limits(g, self.cfg)
             except Exception as e:  # the candidate fails, not the search
-                self.record({"trial_id": f"{trial_id}_build", "assignment": assignment, "arch_id": None,
+                self.record({"trial_id": f"{trial_id}_build{len(self.records)}", "assignment": assignment,
+                             "arch_id": None,
                              "status": "failed", "value": None, "error": f"{type(e).__name__}: {e}",
                              "metrics": {}}, None)
                 continue
+            too_large = _over_limits(g, self.cfg)
+            if too_large:
+                self.strategy.tell(assignment, None)
+                self.n_rejected += 1
+                rejected_in_a_row += 1
+                if rejected_in_a_row >= MAX_REJECTIONS_IN_A_ROW:
+                    raise SearchError(f"{rejected_in_a_row} proposals in a row exceeded the limits (last: "
+                                      f"{too_large}); raise --max-params / --max-flops or narrow the space")
+                continue
             if aid in self.by_arch:
                 prev = self.by_arch[aid]
-                self.record({"trial_id": f"{trial_id}_cached", "assignment": assignment, "arch_id": aid,
+                self.record({"trial_id": f"{trial_id}_cached{len(self.records)}", "assignment": assignment,
+                             "arch_id": aid,
                              "status": "ok", "value": prev["value"], "metrics": prev.get("metrics", {}),
                              "cached": prev["trial_id"], "train": prev.get("train")}, None)
                 continue
@@ -152,17 +168,18 @@ class SearchState:
         self.record(rec, p["arch"])
 
 
-class CandidateTooLarge(ValueError):
-    """A candidate exceeds the search's max_params or max_flops."""
+MAX_REJECTIONS_IN_A_ROW = 2000
 
 
-def _check_limits(g: Any, cfg: SearchConfig) -> None:
+def _over_limits(g: Any, cfg: SearchConfig) -> str | None:
+    """Why `g` exceeds the search's max_params / max_flops, or None."""
     from nas.builder import count_flops, count_params
 
     if cfg.max_params is not None and (n := count_params(g)) > cfg.max_params:
-        raise CandidateTooLarge(f"{n:,} parameters exceed max_params {cfg.max_params:,}")
+        return f"{n:,} parameters > max_params {cfg.max_params:,}"
     if cfg.max_flops is not None and (n := count_flops(g)) > cfg.max_flops:
-        raise CandidateTooLarge(f"{n:,} multiply-accumulates exceed max_flops {cfg.max_flops:,}")
+        return f"{n:,} multiply-accumulates > max_flops {cfg.max_flops:,}"
+    return None
 
 
 def _is_metric(key: str, value: Any) -> bool:
@@ -308,7 +325,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], Non
         _run_tuner(cfg, state)
     folder.write_leaderboard(state.records, METRIC, MODE)
     folder.plot(state.records, METRIC, MODE)
-    return SearchOutcome(folder.path, state.records, state.best)
+    return SearchOutcome(folder.path, state.records, state.best, state.n_rejected)
 
 
 def _trial_name(trial: Any) -> str:
