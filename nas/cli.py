@@ -122,10 +122,13 @@ def search_config_from_args(args: argparse.Namespace):
         data = read_config_file(args.config)
     elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
         data = read_config_file(Path(args.out) / "config.json")
-    data = {**data, "train": dict(data.get("train", {}) or {})}
+    train = data.get("train") or {}
+    data = {**data, "train": dict(train) if isinstance(train, dict) else train}
     for dest, (section, key) in _SEARCH_FLAGS.items():
         value = getattr(args, dest)
         if value is not None:
+            if section and not isinstance(data["train"], dict):
+                raise CLIError("the config's 'train' must be a table of settings")
             (data["train"] if section else data)[key] = value
     if args.strategy_option:
         data["strategy_options"] = {**data.get("strategy_options", {}), **_parse_options(args.strategy_option)}

@@ -96,16 +96,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix == ".toml":
-            return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
-            return data if data is not None else {}
-        if path.suffix == ".json":
-            return json.loads(text)
+            data = {} if data is None else data
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: use .toml, .yaml or .yml")
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as e:
         raise ConfigError(f"config file {path} is malformed: {e}") from None
+    except ConfigError:
+        raise
     except Exception as e:  # yaml's errors
         raise ConfigError(f"config file {path} is malformed: {e}") from None
-    raise ConfigError(f"config file {path}: use .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
