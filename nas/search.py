@@ -165,6 +165,8 @@ class SearchState:
                "train": asdict(self.cfg.train), "trial_seconds": round(time.monotonic() - p["started"], 3)}
         if err:
             rec["error"] = err
+        elif isinstance(metrics.get("epoch"), int) and metrics["epoch"] < self.cfg.train.epochs:
+            rec["stopped_early"] = True  # by the scheduler (ASHA) or the trial's time limit
         self.record(rec, p["arch"])
 
 

@@ -128,3 +128,14 @@ def test_killed_driver_resumes_without_losing_or_repeating(cluster, tmp_path):
     assert [r["trial_id"] for r in outcome.records[: len(before)]] == [r["trial_id"] for r in before]
     state = json.loads((out / "strategy_state.json").read_text())
     assert state["n_records"] == 8 and state["state"]["n_told"] == 8
+
+
+def test_asha_stops_weak_candidates_early(cluster, tmp_path):
+    cfg = SearchConfig(out=str(tmp_path / "asha"), space="resnet", strategy="random", budget=8, seed=4, workers=2,
+                       asha=True, max_params=200_000, train=TrainConfig(epochs=4, batch_size=128))
+    outcome = run_search(cfg, log=lambda s: None)
+    ok = [r for r in outcome.records if r["status"] == "ok" and not r.get("cached")]
+    assert len(outcome.records) == 8 and ok
+    epochs = [r["metrics"]["epoch"] for r in ok]
+    assert max(epochs) == 4
+    assert all(bool(r.get("stopped_early")) == (r["metrics"]["epoch"] < 4) for r in ok), epochs
