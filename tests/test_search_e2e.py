@@ -75,29 +75,32 @@ def flaky_space() -> nas.SearchSpace:
         x = g.add_op("conv", "conv", "input", out_channels=a["width"], kernel_size=3)
         x = g.add_op("relu", "relu", x)
         x = g.add_op("pool", "global_avgpool", x)
+        if a["mode"] == "oom":  # about 400 GB of weights: the allocation fails in the worker
+            x = g.add_op("huge", "linear", x, out_features=10**10)
         n_out = 7 if a["mode"] == "shape_error" else num_classes
         bias_init = math.inf if a["mode"] == "nan" else None
         g.add_op("fc", "linear", x, out_features=n_out, bias_init=bias_init)
         return g
 
-    return nas.SearchSpace("flaky", [nas.Categorical("mode", ("ok", "build_error", "nan", "shape_error")),
+    return nas.SearchSpace("flaky", [nas.Categorical("mode", ("ok", "build_error", "nan", "shape_error", "oom")),
                                      nas.Ordinal("width", (4, 8, 16, 32))], build)
 
 
 def test_failing_candidates_are_recorded_and_the_search_goes_on(cluster, tmp_path):
     nas.register_space("flaky", flaky_space)
-    cfg = quick(tmp_path / "flaky", space="flaky", strategy="random", budget=10, seed=3)
+    cfg = quick(tmp_path / "flaky", space="flaky", strategy="random", budget=12, seed=3)
     outcome = run_search(cfg, log=lambda s: None)
     rows = outcome.records
-    assert len(rows) == 10
+    assert len(rows) == 12
     by_mode: dict[str, list[dict]] = {}
     for r in rows:
         by_mode.setdefault(r["assignment"]["mode"], []).append(r)
     assert all(r["status"] == "ok" for r in by_mode.get("ok", []))
-    for mode, needle in (("build_error", "cannot be built"), ("nan", "NaN"), ("shape_error", "")):
+    for mode, needle in (("build_error", "cannot be built"), ("nan", "NaN"), ("shape_error", ""),
+                         ("oom", "memory")):
         for r in by_mode.get(mode, []):
             assert r["status"] == "failed" and r["value"] is None and needle in r["error"], r
-    assert len(by_mode) >= 3, "the seed should draw several failure modes"
+    assert len(by_mode) >= 4, f"the seed should draw several failure modes, drew {sorted(by_mode)}"
     assert any(r["status"] == "failed" for r in rows) and any(r["status"] == "ok" for r in rows)
 
 
