@@ -273,6 +273,8 @@ def _check_resume(folder: RunFolder, cfg: SearchConfig, resume: bool) -> None:
     if not has_run:
         return
     n = len(folder.records())
+    if not resume and n == 0:
+        return  # nothing was evaluated there: start afresh
     if not resume:
         raise SearchError(f"{folder.path} already holds a search ({n} evaluations); pass --resume to continue "
                           "it, or choose another --out")
@@ -314,6 +316,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], Non
     _check_resume(folder, cfg, resume)
     if folder.repair_torn_tail():
         log("note: dropped a torn last line of evaluations.jsonl (an evaluation interrupted mid-write)")
+    if cfg.strategy == "darts":  # one supernet trial, then the derived network's training
+        from nas.darts.driver import run_darts_search
+
+        return run_darts_search(cfg, folder, log)
     space = get_space(cfg.space)
     shape, n_classes = dataset_shape(cfg)
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, mode=MODE, **cfg.strategy_options)
@@ -343,7 +349,11 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
-        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except ConnectionError as e:
+            raise SearchError(f"no Ray cluster at --address {cfg.address!r} ({e}); start one with `ray start "
+                              "--head`, or leave out --address to run on this machine") from None
     cpus = ray.cluster_resources().get("CPU", 1.0)
     workers = cfg.workers or max(1, int(cpus // max(cfg.cpus_per_trial, 1e-9)))
     scheduler = None
