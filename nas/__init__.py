@@ -1,5 +1,6 @@
 """graphnas: neural architecture search on graph-encoded search spaces, run on Ray."""
 
+import nas.darts.mixed  # noqa: F401  (registers the DARTS mixed op)
 import nas.ops_cells  # noqa: F401  (registers the cell ops)
 from nas.builder import GraphModule, build, count_flops, count_params
 from nas.graph import ArchGraph, ArchitectureError, arch_id, from_json, infer_shapes, to_json

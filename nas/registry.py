@@ -25,6 +25,7 @@ BUILTIN_SPACES: dict[str, str] = {
     "resnet": "search_spaces.resnet:resnet_space",
     "densenet": "search_spaces.densenet:densenet_space",
     "highway": "search_spaces.highway:highway_space",
+    "darts": "search_spaces.darts:darts_space",
 }
 
 _registered: dict[str, Any] = {}

@@ -1,0 +1,244 @@
+"""DARTS' bilevel optimisation: weights on one half of the training split, alphas on the other.
+
+Each step (the paper's Algorithm 1, alphas first as in its code) takes one batch of each half:
+
+1. alphas: Adam on the loss of the alpha half. First order: its gradient at the current weights w.
+   Second order: at the weights after one virtual SGD step on the weight half,
+   w' = w - xi * (momentum * buffer + grad L_w(w) + weight_decay * w), xi = the current weight lr, minus
+   xi times the Hessian-vector product d2 L_w / (d alpha d w) . grad_w' L_a(w'), taken by finite
+   differences at w +- eps * grad_w' L_a(w') with eps = 0.01 / ||grad_w' L_a(w')|| (eq. 7-8).
+   Batch-norm running statistics touched by these extra forwards are restored afterwards.
+2. weights: SGD with momentum on the loss of the weight half, gradient norm clipped.
+
+The weight lr follows a per-epoch cosine from ``w_lr`` to ``w_lr_min`` (the paper's schedule). After each
+epoch batch-norm statistics are re-estimated and the supernet (softmax mixture) is evaluated on the
+validation split when one is given: an indication only, the derived network is what gets evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.darts.mixed import alpha_parameters, architecture_weights, set_sampling
+from nas.darts.settings import DartsSettings
+from workers.training import AUX_WEIGHT, evaluate, recalibrate_bn
+
+
+class SearchDiverged(RuntimeError):
+    """The supernet's loss became NaN or infinite."""
+
+
+def split_halves(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
+    """(x_w, y_w, x_alpha, y_alpha): a seeded random halving of a training split (weights, alphas)."""
+    if len(y) < 4:
+        raise ValueError(f"DARTS needs at least 4 training examples to split in halves, got {len(y)}")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
+    half = len(y) // 2
+    a, b = perm[:half], perm[half:]
+    return x[a], y[a], x[b], y[b]
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16
+
+
+class BilevelSearch:
+    """One DARTS search of a supernet (a module with tied alphas); call `run_epoch()` until `done`."""
+
+    def __init__(self, model: nn.Module, x_w: torch.Tensor, y_w: torch.Tensor, x_a: torch.Tensor,
+                 y_a: torch.Tensor, settings: DartsSettings, device: str | torch.device | None = None,
+                 x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+        self.settings = s = settings.check()
+        self.device = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.model = model.to(self.device)
+        dev = self.device
+        self.x_w, self.y_w, self.x_a, self.y_a = (t.to(dev) for t in (x_w, y_w, x_a, y_a))
+        self.x_val = x_val.to(dev) if x_val is not None else None
+        self.y_val = y_val.to(dev) if y_val is not None else None
+        self.loss_fn = loss_fn or F.cross_entropy
+        self.classify = not torch.is_floating_point(self.y_w)
+        want_amp = s.amp if s.amp is not None else dev.type == "cuda"
+        self.amp_dtype = _amp_dtype(dev) if want_amp else None
+        self.alphas_by_var = alpha_parameters(self.model)
+        if not self.alphas_by_var:
+            raise ValueError("the model has no mixed ops: build it with nas.darts.mixed.build_supernet_module")
+        self.alphas = list(self.alphas_by_var.values())
+        alpha_ids = {id(a) for a in self.alphas}
+        self.weights = [p for p in self.model.parameters() if p.requires_grad and id(p) not in alpha_ids]
+        self.w_opt = torch.optim.SGD(self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay)
+        self.a_opt = torch.optim.Adam(self.alphas, lr=s.alpha_lr, betas=s.alpha_betas,
+                                      weight_decay=s.alpha_weight_decay)
+        self.batch_size = min(s.batch_size, len(self.y_w), len(self.y_a))
+        self.steps_per_epoch = max(1, min(len(self.y_w), len(self.y_a)) // self.batch_size)
+        self.generator = torch.Generator().manual_seed(s.seed)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.settings.epochs
+
+    def lr_at(self, epoch: int) -> float:
+        s = self.settings
+        return s.w_lr_min + (s.w_lr - s.w_lr_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / s.epochs))
+
+    def tau_at(self, epoch: int) -> float:
+        s = self.settings
+        return s.tau_max - (s.tau_max - s.tau_min) * epoch / max(s.epochs - 1, 1)
+
+    # -- losses and steps ---------------------------------------------------------------------------
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                            enabled=self.amp_dtype is not None):
+            out = self.model(x)
+        loss = self.loss_fn(out.float(), y)
+        for aux in getattr(self.model, "aux_outputs", None) or []:
+            loss = loss + AUX_WEIGHT * self.loss_fn(aux.float(), y)
+        return loss, out
+
+    @staticmethod
+    def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+    def alpha_step(self, x_w: torch.Tensor, y_w: torch.Tensor, x_a: torch.Tensor, y_a: torch.Tensor,
+                   lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step of the alphas; returns the alpha half's loss and outputs."""
+        if self.settings.order == 1:
+            loss, out = self._loss(x_a, y_a)
+            grads = self._grads(loss, self.alphas)
+        else:
+            loss, out, grads = self._second_order(x_w, y_w, x_a, y_a, lr)
+        for a, g in zip(self.alphas, grads, strict=True):
+            a.grad = g.detach()
+        self.a_opt.step()
+        self.a_opt.zero_grad(set_to_none=True)
+        return loss.detach(), out.detach()
+
+    def alpha_gradient(self, x_w, y_w, x_a, y_a, lr: float) -> list[torch.Tensor]:
+        """The alphas' gradient the configured order would step on (no step taken)."""
+        if self.settings.order == 1:
+            return [g.detach() for g in self._grads(self._loss(x_a, y_a)[0], self.alphas)]
+        return [g.detach() for g in self._second_order(x_w, y_w, x_a, y_a, lr)[2]]
+
+    def _second_order(self, x_w, y_w, x_a, y_a, lr: float):
+        s, W, A = self.settings, self.weights, self.alphas
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        backup = [p.detach().clone() for p in W]
+        try:
+            g_train = self._grads(self._loss(x_w, y_w)[0], W)
+            with torch.no_grad():  # w' = w - xi * (momentum * buffer + dL/dw + wd * w)
+                for p, g in zip(W, g_train, strict=True):
+                    step = g + s.w_weight_decay * p
+                    buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
+                    if buf is not None:
+                        step = step + s.w_momentum * buf
+                    p.sub_(lr * step)
+            loss, out = self._loss(x_a, y_a)
+            grads = self._grads(loss, [*A, *W])
+            d_alpha, d_w = grads[:len(A)], grads[len(A):]
+            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in d_w))
+            if float(norm) > 0:
+                eps = 0.01 / norm
+                with torch.no_grad():
+                    for p, b, g in zip(W, backup, d_w, strict=True):
+                        p.copy_(b + eps * g)
+                g_plus = self._grads(self._loss(x_w, y_w)[0], A)
+                with torch.no_grad():
+                    for p, b, g in zip(W, backup, d_w, strict=True):
+                        p.copy_(b - eps * g)
+                g_minus = self._grads(self._loss(x_w, y_w)[0], A)
+                d_alpha = [da - lr * (gp - gm) / (2 * eps)
+                           for da, gp, gm in zip(d_alpha, g_plus, g_minus, strict=True)]
+        finally:
+            with torch.no_grad():
+                for p, b in zip(W, backup, strict=True):
+                    p.copy_(b)
+                for buf, b in zip(self.model.buffers(), buffers, strict=True):
+                    buf.copy_(b)
+        return loss, out, d_alpha
+
+    def weight_step(self, x_w: torch.Tensor, y_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, out = self._loss(x_w, y_w)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.weights)
+        if self.settings.w_grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.settings.w_grad_clip)
+        self.w_opt.step()
+        return loss.detach(), out.detach()
+
+    # -- epochs -------------------------------------------------------------------------------------
+    def _batch(self, x, y, perm, i):
+        idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+        return x[idx], y[idx]
+
+    def run_epoch(self) -> dict[str, Any]:
+        """One epoch of alternating alpha and weight steps; returns its metrics and the alphas' weights."""
+        s, model, dev = self.settings, self.model, self.device
+        start = time.perf_counter()
+        lr, tau = self.lr_at(self.epoch), self.tau_at(self.epoch)
+        set_sampling(model, s.sampling, tau)
+        for group in self.w_opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        perm_w = torch.randperm(len(self.y_w), generator=self.generator).to(dev)
+        perm_a = torch.randperm(len(self.y_a), generator=self.generator).to(dev)
+        sums = {k: torch.zeros((), device=dev, dtype=torch.float64) for k in ("w_loss", "w_ok", "a_loss", "a_ok")}
+        seen = 0
+        for i in range(self.steps_per_epoch):
+            xw, yw = self._batch(self.x_w, self.y_w, perm_w, i)
+            xa, ya = self._batch(self.x_a, self.y_a, perm_a, i)
+            a_loss, a_out = self.alpha_step(xw, yw, xa, ya, lr)
+            w_loss, w_out = self.weight_step(xw, yw)
+            if not (torch.isfinite(a_loss) and torch.isfinite(w_loss)):
+                raise SearchDiverged(f"DARTS search diverged: non-finite loss at epoch {self.epoch + 1} step {i + 1}")
+            n = len(yw)
+            sums["w_loss"] += w_loss.double() * n
+            sums["a_loss"] += a_loss.double() * len(ya)
+            if self.classify:
+                sums["w_ok"] += (w_out.argmax(1) == yw).sum()
+                sums["a_ok"] += (a_out.argmax(1) == ya).sum()
+            seen += n
+        metrics: dict[str, Any] = {
+            "epoch": self.epoch + 1, "train_loss": float(sums["w_loss"]) / seen,
+            "search_loss": float(sums["a_loss"]) / seen, "lr": lr, "steps": self.steps_per_epoch,
+        }
+        if s.sampling == "gumbel":
+            metrics["tau"] = tau
+        if self.classify:
+            metrics["train_accuracy"] = float(sums["w_ok"]) / seen
+            metrics["search_accuracy"] = float(sums["a_ok"]) / seen
+        if self.x_val is not None and self.classify:
+            recalibrate_bn(model, self.x_w[perm_w[:256]], batch_size=self.batch_size)
+            val = evaluate(model, self.x_val, self.y_val)
+            metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        self.epoch += 1
+        self.history.append({**metrics, "weights": architecture_weights(model)})
+        return metrics
+
+    # -- resume -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "history": self.history, "w_opt": self.w_opt.state_dict(),
+                "a_opt": self.a_opt.state_dict(), "generator": self.generator.get_state(),
+                "cpu_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["cpu_rng"])

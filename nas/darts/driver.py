@@ -1,0 +1,263 @@
+"""``nas search --strategy darts``: the supernet search as one Ray trial, then the derived network's training.
+
+Steps, each leaving its file in the run folder:
+
+1. the supernet of the space (`nas.darts.supernet`) is searched by one Ray Tune trial
+   (`workers.darts_trainable`: one GPU with ``--gpus-per-trial 1``, else the trial's CPUs);
+   ``darts_alphas.json`` holds every epoch's metrics and architecture weights per op choice and
+   ``darts_alphas.png`` plots them;
+2. the final weights give the discrete assignment (`nas.darts.derive`); ``derived.json`` holds it, the
+   architecture, its op choices and their share of parameter-free ops (skip, pooling, none: DARTS'
+   known collapse, logged as a warning at 50% or more);
+3. the derived network is trained from scratch by the ordinary candidate trainable with the search's
+   training settings (``--epochs``, ...), as the paper's evaluation phase; the result is journaled in
+   ``evaluations.jsonl`` like any evaluation, so ``best.json``, ``best_weights.pt``, ``leaderboard.md``
+   and ``best_so_far.png`` are written as for the other strategies.
+
+``--budget`` is not used (DARTS trains one supernet and one derived network). ``--resume`` skips the
+steps whose results are on file: a finished search (``darts_alphas.json``) is not run again, and a
+journaled retraining is not repeated; an unfinished search starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nas.config import SearchConfig
+from nas.darts.derive import derive, op_choice_report, parameter_free_share
+from nas.darts.settings import DartsSettings
+from nas.darts.supernet import Supernet, build_supernet
+from nas.graph import arch_id, to_dict
+from nas.io import atomic_write_json
+from nas.registry import get_space
+from nas.results import RunFolder
+from nas.strategies.base import Strategy
+
+ALPHAS_FILE = "darts_alphas.json"
+ALPHAS_PLOT = "darts_alphas.png"
+DERIVED_FILE = "derived.json"
+COLLAPSE_WARNING = 0.5
+_DATA_KEYS = ("dataset", "data_root", "data_seed")
+
+
+class _Derived(Strategy):
+    """Proposes the derived assignment: lets the driver's journal, best.json and leaderboard record it."""
+
+    name = "darts"
+
+    def __init__(self, space, assignment: dict[str, Any]):
+        super().__init__(space)
+        self.assignment = dict(assignment)
+
+    def ask(self) -> dict[str, Any]:
+        return dict(self.assignment)
+
+    def tell(self, assignment: dict[str, Any], value: float | None) -> None:
+        self.n_told += 1
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"assignment": self.assignment}
+
+
+def run_darts_search(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], None] = print):
+    """Search, derive and retrain (module docstring); returns a `nas.search.SearchOutcome`."""
+    from nas.search import (
+        METRIC,
+        MODE,
+        SearchError,
+        SearchOutcome,
+        SearchState,
+        _over_limits,
+        _run_tuner,
+        dataset_shape,
+    )
+
+    try:
+        settings = DartsSettings.from_options(cfg.strategy_options, seed=cfg.seed)
+    except (TypeError, ValueError) as e:
+        raise SearchError(str(e)) from None
+    space = get_space(cfg.space)
+    shape, n_classes = dataset_shape(cfg)
+    net = build_supernet(space, settings.assignment, num_classes=n_classes, input_shape=shape,
+                         options=cfg.space_options, partial_channels=settings.partial_channels,
+                         affine=settings.affine)
+    atomic_write_json(folder.config_file, cfg.to_dict())
+    alphas_file = folder.path / ALPHAS_FILE
+    saved = json.loads(alphas_file.read_text()) if alphas_file.exists() else {}
+    if saved.get("finished"):
+        log(f"resuming {folder.path}: the DARTS search is on file ({len(saved['epochs'])} epochs)")
+        history = saved["epochs"]
+    else:
+        history = _search_trial(cfg, settings, net, folder, log)
+        history = [{**h, "derived_param_free_share": _share(net, h["weights"], settings, n_classes, shape, cfg)}
+                   for h in history]
+        atomic_write_json(alphas_file, _alphas_record(net, history))
+    plot_alphas(net, history, folder.path / ALPHAS_PLOT)
+
+    assignment = derive(net, history[-1]["weights"], settings.exclude_none)
+    g = space.graph(assignment, num_classes=n_classes, input_shape=shape, **cfg.space_options)
+    report = op_choice_report(space, g, assignment)
+    share = parameter_free_share(report)
+    from nas.builder import count_params
+
+    derived = {
+        "space": space.name, "assignment": assignment, "arch_id": arch_id(g), "params": count_params(g),
+        "parameter_free_share": share,
+        "parameter_free_choices": sorted(v for v, r in report.items() if r["params"] == 0),
+        "op_choices": report, "weights": history[-1]["weights"], "values": net.values,
+        "search_epochs": len(history), "settings": settings.to_dict(), "arch": to_dict(g),
+    }
+    atomic_write_json(folder.path / DERIVED_FILE, derived)
+    log(f"derived architecture {derived['arch_id']}: {derived['params']:,} parameters; "
+        f"{len(derived['parameter_free_choices'])} of {len(report)} op choices are parameter-free "
+        f"(skip, pooling, none): share {share:.2f}")
+    if share >= COLLAPSE_WARNING:
+        log(f"warning: the derived architecture is {share:.0%} parameter-free ops, DARTS' known collapse onto "
+            "skip connections and pooling; consider fewer search epochs, partial_channels=4 or sampling=gumbel")
+
+    too_large = _over_limits(g, cfg)
+    if too_large:
+        raise SearchError(f"the derived architecture exceeds the search's limits ({too_large}); it is in "
+                          f"{folder.path / DERIVED_FILE}")
+    retrain = dataclasses.replace(cfg, budget=1)
+    state = SearchState(retrain, space, _Derived(space, assignment), folder, shape, n_classes, log)
+    if state.records:
+        log(f"resuming {folder.path}: the derived architecture's training is on record")
+    else:
+        log(f"training the derived architecture from scratch: {cfg.train.epochs} epoch(s) on {cfg.train.dataset}")
+        _run_tuner(retrain, state)
+    folder.write_leaderboard(state.records, METRIC, MODE)
+    folder.plot(state.records, METRIC, MODE)
+    return SearchOutcome(folder.path, state.records, state.best, state.n_rejected)
+
+
+def _share(net: Supernet, weights: dict, settings: DartsSettings, n_classes: int, shape: tuple,
+           cfg: SearchConfig) -> float:
+    assignment = derive(net, weights, settings.exclude_none)
+    g = net.target.graph(assignment, num_classes=n_classes, input_shape=shape, **cfg.space_options)
+    return parameter_free_share(op_choice_report(net.target, g, assignment))
+
+
+def _alphas_record(net: Supernet, history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"space": net.target.name, "relaxed_space": net.relaxed.name, "finished": True,
+            "values": net.values, "ops": net.ops, "epochs": history}
+
+
+def _search_trial(cfg: SearchConfig, settings: DartsSettings, net: Supernet, folder: RunFolder,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Run the supernet search as one Tune trial; returns its per-epoch history."""
+    import ray
+    from ray import tune
+
+    from nas.search import SearchError
+    from workers.darts_trainable import HISTORY_FILE, darts_search_trial
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not ray.is_initialized():
+        try:
+            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except ConnectionError as e:
+            raise SearchError(f"no Ray cluster at --address {cfg.address!r} ({e}); start one with `ray start "
+                              "--head`, or leave out --address to run on this machine") from None
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k in _DATA_KEYS}
+    config = {"supernet": to_dict(net.graph), "darts": settings.to_dict(), "train": train}
+    storage = (folder.path / "ray").resolve()
+    session = f"darts-{len(list(storage.glob('darts-*'))) if storage.exists() else 0}"
+    n_mixed = sum(len(v) for v in net.nodes.values())
+    log(f"DARTS on {cfg.space}: {len(net.values)} op choices relaxed ({n_mixed} mixed nodes"
+        + (f", all edges of {net.relaxed.name!r}" if net.relaxation is not None else "")
+        + f"), {settings.epochs} search epoch(s), order {settings.order}, one trial -> {folder.path}")
+    tuner = tune.Tuner(
+        tune.with_resources(darts_search_trial, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}),
+        param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1, trial_name_creator=lambda t: f"darts_{t.trial_id}",
+                                    trial_dirname_creator=lambda t: f"darts_{t.trial_id}"),
+        run_config=tune.RunConfig(name=session, storage_path=str(storage), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                                  callbacks=[_progress_callback(settings, log)]),
+    )
+    result = tuner.fit()[0]
+    metrics = result.metrics or {}
+    if result.error is not None and metrics.get("status") != "failed":
+        raise SearchError(f"the DARTS search trial failed: {result.error}")
+    if metrics.get("status") == "failed":
+        raise SearchError(f"the DARTS search failed at epoch {metrics.get('epoch')}: {metrics.get('error')}")
+    if result.checkpoint is None:
+        raise SearchError("the DARTS search trial ended without a checkpoint; see the Ray trial logs in "
+                          f"{storage}")
+    with result.checkpoint.as_directory() as d:
+        return json.loads((Path(d) / HISTORY_FILE).read_text())
+
+
+def _progress_callback(settings: DartsSettings, log: Callable[[str], None]):
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            if result.get("status") != "ok":
+                return
+            parts = [f"[darts] epoch {result.get('epoch')}/{settings.epochs}"]
+            for key in ("train_accuracy", "search_accuracy", "val_accuracy"):
+                if isinstance(result.get(key), float):
+                    parts.append(f"{key} {result[key]:.4f}")
+            parts.append(f"{result.get('epoch_seconds', 0.0):.1f}s")
+            log(" | ".join(parts))
+
+    return Progress()
+
+
+def plot_alphas(net: Supernet, history: list[dict[str, Any]], path: Path, max_panels: int = 60) -> Path | None:
+    """One panel per op choice (its alternatives' weights over epochs) plus the derived network's share of
+    parameter-free ops, when known."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variables = list(net.values)[:max_panels]
+    share = [h.get("derived_param_free_share") for h in history]
+    panels = len(variables) + (share[0] is not None)
+    cols = min(6, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    epochs = [h["epoch"] for h in history]
+    flat = list(axes.flat)
+    k = 0
+    if share[0] is not None:
+        ax = flat[0]
+        ax.plot(epochs, share, marker=".", color="black")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("derived: param-free share", fontsize=8)
+        k = 1
+    for var in variables:
+        ax = flat[k]
+        k += 1
+        for i, value in enumerate(net.values[var]):
+            ax.plot(epochs, [h["weights"][var][i] for h in history], label=str(value))
+        ax.set_title(var, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in flat[k:]:
+        ax.axis("off")
+    labels = {}
+    for ax in flat:
+        for line in ax.get_lines():
+            labels.setdefault(line.get_label(), line)
+    fig.legend([labels[name] for name in labels if not name.startswith("_")],
+               [name for name in labels if not name.startswith("_")], loc="lower center",
+               ncol=min(8, len(labels)), fontsize=7)
+    more = f" (first {max_panels} of {len(net.values)})" if len(net.values) > max_panels else ""
+    fig.suptitle(f"DARTS architecture weights (softmax) per op choice over search epochs{more}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

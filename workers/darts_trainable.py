@@ -1,0 +1,129 @@
+"""The Ray Tune function trainable that runs one DARTS search: a supernet, trained bilevel, one trial.
+
+Config contract (what `nas.darts.driver` passes)::
+
+    config["supernet"]  the supernet graph, as `nas.graph.to_dict` (mixed nodes; see nas.darts.supernet)
+    config["darts"]     `nas.darts.settings.DartsSettings` as a dict (unknown keys fail the trial)
+    config["train"]     the search's training settings; only the data keys are used here (dataset,
+                        data_root, data_seed, val_fraction, test_fraction)
+
+The worker needs no search space: the supernet graph says everything. It splits the data set's training
+split into two seeded halves (weights, alphas; `nas.darts.bilevel.split_halves`), and after every epoch
+calls ``ray.tune.report`` with the epoch's metrics (epoch, train_loss/accuracy on the weight half,
+search_loss/accuracy on the alpha half, val_loss/accuracy of the supernet, lr, epoch_seconds, steps;
+tau with Gumbel sampling), status="ok", supernet_params and ``alphas_json`` (variable -> softmax
+weights, in candidate order). Checkpoints (every `checkpoint_every` epochs and with the last report)
+hold ``supernet.pt`` (state dict), ``search_state.pth`` (optimizers, RNG, history) and
+``darts_history.json`` (every epoch's metrics and weights); a trial restarted by Tune resumes from its
+last checkpoint.
+
+A search that fails (a supernet that cannot be built or mismatches the data, a NaN loss, out of memory)
+makes one final report with status="failed" and error="<type>: <message>", as `workers.trainable` does
+for candidates; errors raised by Ray while reporting are not caught.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.trainable import cached_dataset, resolve_data_root, train_settings
+from workers.training import default_device
+
+SUPERNET_FILE = "supernet.pt"
+STATE_FILE = "search_state.pth"
+HISTORY_FILE = "darts_history.json"
+
+
+class _ReportError(Exception):
+    """Ray failed while taking a report: not the search's fault."""
+
+
+def darts_search_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: build `config["supernet"]`, search, report every epoch."""
+    from ray import tune
+
+    progress: dict[str, Any] = {"epoch": 0}
+    try:
+        _search(config, progress, tune)
+        return
+    except _ReportError as e:
+        raise e.__cause__ from None
+    except Exception as e:  # the search failed; report it (the driver raises with the message)
+        error = f"{type(e).__name__}: {e}"[:2000]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    tune.report({"status": "failed", "error": error, **progress})
+
+
+def _report(tune, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+    try:
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
+        tune.report(metrics, checkpoint=ckpt)
+    except Exception as e:
+        raise _ReportError() from e
+
+
+def _limit_threads() -> None:
+    try:
+        from ray import tune
+
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 0)
+    except Exception:  # not in a Tune session
+        return
+    if cpus >= 1:
+        torch.set_num_threads(int(cpus))
+
+
+def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
+    from nas.darts.bilevel import BilevelSearch, split_halves
+    from nas.darts.mixed import build_supernet_module
+    from nas.darts.settings import DartsSettings
+    from nas.graph import from_dict
+
+    for key in ("supernet", "darts"):
+        if key not in config:
+            raise KeyError(f"config has no {key!r} (see workers.darts_trainable's docstring)")
+    settings = DartsSettings.from_options(config["darts"])
+    t = train_settings(config.get("train"))
+    g = from_dict(config["supernet"], "config['supernet']")
+    _limit_threads()
+    device = default_device()
+    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
+                          t["test_fraction"], device)
+    if tuple(g.graph["input_shape"]) != tuple(data.input_shape):
+        raise ValueError(f"the supernet's input_shape {g.graph['input_shape']} differs from data set "
+                         f"{data.name!r}'s {list(data.input_shape)}")
+    torch.manual_seed(settings.seed)
+    model = build_supernet_module(g)
+    if tuple(model.output_shape) != (data.num_classes,):
+        raise ValueError(f"the supernet's output shape {list(model.output_shape)} does not match data set "
+                         f"{data.name!r}'s {data.num_classes} classes")
+    x_w, y_w, x_a, y_a = split_halves(data.x_train, data.y_train, settings.seed)
+    search = BilevelSearch(model, x_w, y_w, x_a, y_a, settings, device, x_val=data.x_val, y_val=data.y_val)
+    progress["supernet_params"] = sum(p.numel() for p in search.weights)
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / SUPERNET_FILE, map_location=device, weights_only=True))
+            search.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True))
+        progress["resumed_from_epoch"] = search.epoch
+    every = settings.checkpoint_every
+    while not search.done:
+        progress["epoch"] = search.epoch + 1
+        metrics = {**search.run_epoch(), "status": "ok", **progress,
+                   "alphas_json": json.dumps(search.history[-1]["weights"])}
+        if search.done or (every > 0 and search.epoch % every == 0):
+            with tempfile.TemporaryDirectory(prefix="graphnas-darts-") as d:
+                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / SUPERNET_FILE)
+                torch.save(search.state_dict(), Path(d) / STATE_FILE)
+                (Path(d) / HISTORY_FILE).write_text(json.dumps(search.history))
+                _report(tune, metrics, d)
+        else:
+            _report(tune, metrics)
