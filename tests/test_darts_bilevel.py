@@ -1,0 +1,150 @@
+"""DARTS' bilevel search: on a target made by a fixed 3x3 convolution it derives the 3x3 conv (the one
+alternative that can fit it) on every seed, first and second order; the second-order step's
+finite-difference gradient equals the exact gradient through the unrolled step; the alpha step leaves
+weights and batch-norm statistics as they were; same seed, same result; settings errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import nas
+from nas.darts.bilevel import BilevelSearch, split_halves
+from nas.darts.derive import derive
+from nas.darts.mixed import architecture_weights, build_supernet_module
+from nas.darts.settings import DartsSettings
+from nas.darts.supernet import build_supernet
+from search_spaces.darts import darts_space
+
+OPS = {
+    "conv1x1": ("conv", {"out_channels": 1, "kernel_size": 1}),
+    "conv3x3": ("conv", {"out_channels": 1, "kernel_size": 3}),
+    "pool": ("avgpool", {"kernel_size": 3, "stride": 1, "padding": 1}),
+    "skip": ("identity", {}),
+}
+
+
+def one_edge_space() -> nas.SearchSpace:
+    def build(a, *, num_classes, input_shape):
+        g = nas.ArchGraph(input_shape)
+        op, p = OPS[a["op"]]
+        g.add_op("edge", op, "input", choice="op", **p)
+        return g
+
+    return nas.SearchSpace("one_edge", [nas.Categorical("op", tuple(OPS), op_choice=True)], build)
+
+
+def conv_target(seed: int, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images and their convolution with a fixed 3x3 kernel whose centre and sum are zero, so the
+    target is uncorrelated with the input itself (skip, 1x1 conv) and with its 3x3 average (pool)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    k = torch.randn(3, 3, generator=g)
+    ring = torch.ones(3, 3, dtype=torch.bool)
+    ring[1, 1] = False
+    k[1, 1] = 0.0
+    k[ring] -= k[ring].mean()
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    return x, F.conv2d(x, k.view(1, 1, 3, 3), padding=1)
+
+
+def search_one_edge(seed: int, order: int, epochs: int = 20, dtype=torch.float32):
+    x, y = conv_target(seed)
+    net = build_supernet(one_edge_space())
+    torch.manual_seed(seed)
+    model = build_supernet_module(net.graph).to(dtype)
+    settings = DartsSettings(epochs=epochs, batch_size=32, seed=seed, order=order)
+    halves = [t.to(dtype) for t in split_halves(x, y, seed)]
+    return net, BilevelSearch(model, *halves, settings, "cpu", loss_fn=F.mse_loss)
+
+
+@pytest.mark.parametrize("seed, order", [(0, 1), (1, 1), (2, 1), (0, 2)])
+def test_darts_derives_the_only_op_that_fits_the_target(seed, order):
+    net, search = search_one_edge(seed, order)
+    while not search.done:
+        metrics = search.run_epoch()
+    w = architecture_weights(search.model)["op"]
+    assert derive(net, {"op": w}) == {"op": "conv3x3"}
+    assert w[1] > max(w[0], w[2], w[3]) + 0.01, w  # by a margin, with the paper's alpha lr 3e-4
+    assert metrics["search_loss"] < 0.1 * search.y_a.var().item()  # the supernet fits the target
+
+
+def test_second_order_gradient_is_the_exact_gradient_through_the_unrolled_step():
+    _, search = search_one_edge(3, order=2, dtype=torch.float64)
+    model, s = search.model, search.settings
+    xw, yw, xa, ya = search.x_w[:32], search.y_w[:32], search.x_a[:32], search.y_a[:32]
+    search.weight_step(xw, yw)  # a momentum buffer now enters the unrolled step
+    with torch.no_grad():
+        model.edge.alpha.copy_(torch.tensor([0.2, -0.1, 0.3, 0.0], dtype=torch.float64))
+    lr = 0.2
+    fd = search.alpha_gradient(xw, yw, xa, ya, lr)[0]
+
+    named = dict(model.named_parameters())
+    w = {n: p.detach().clone().requires_grad_() for n, p in named.items() if not n.endswith("alpha")}
+    a = {"edge.alpha": named["edge.alpha"].detach().clone().requires_grad_()}
+
+    def loss(weights, x, y):
+        return F.mse_loss(functional_call(model, {**weights, **a}, (x,)), y)
+
+    grads = torch.autograd.grad(loss(w, xw, yw), list(w.values()), create_graph=True)
+    unrolled = {}
+    for (n, p), g in zip(w.items(), grads, strict=True):
+        buf = search.w_opt.state[named[n]]["momentum_buffer"]
+        unrolled[n] = p - lr * (g + s.w_weight_decay * p + s.w_momentum * buf)
+    exact = torch.autograd.grad(loss(unrolled, xa, ya), [a["edge.alpha"]])[0]
+    without_implicit_term = torch.autograd.grad(loss({n: u.detach() for n, u in unrolled.items()}, xa, ya),
+                                                [a["edge.alpha"]])[0]
+    torch.testing.assert_close(fd, exact, rtol=1e-5, atol=1e-9)
+    assert (exact - without_implicit_term).abs().max() > 1000 * (fd - exact).abs().max()
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_an_epoch_on_the_darts_supernet_moves_only_what_each_step_should(order):
+    torch.manual_seed(0)
+    net = build_supernet(darts_space(), options={"C": 4, "layers": 3})
+    model = build_supernet_module(net.graph)
+    x, y = torch.randn(96, 1, 8, 8), torch.randint(0, 10, (96,))
+    settings = DartsSettings(epochs=2, batch_size=16, order=order, seed=0)
+    search = BilevelSearch(model, *split_halves(x, y, 0), settings, "cpu", x_val=x[:32], y_val=y[:32])
+    xw, yw, xa, ya = search.x_w[:16], search.y_w[:16], search.x_a[:16], search.y_a[:16]
+    before_w = [p.detach().clone() for p in search.weights]
+    before_a = [a.detach().clone() for a in search.alphas]
+    before_b = [b.detach().clone() for b in model.buffers()]
+    search.alpha_step(xw, yw, xa, ya, lr=0.025)
+    assert all(torch.equal(p, b) for p, b in zip(search.weights, before_w, strict=True))
+    assert sum(not torch.equal(a, b) for a, b in zip(search.alphas, before_a, strict=True)) == 28
+    if order == 2:  # its extra forwards leave the running statistics as they were
+        assert all(torch.equal(b, c) for b, c in zip(model.buffers(), before_b, strict=True))
+    search.weight_step(xw, yw)
+    assert sum(not torch.equal(p, b) for p, b in zip(search.weights, before_w, strict=True)) > 0
+    metrics = search.run_epoch()
+    assert metrics["epoch"] == 1 and 0.0 <= metrics["val_accuracy"] <= 1.0
+    weights = search.history[-1]["weights"]
+    assert len(weights) == 28 and all(abs(sum(w) - 1.0) < 1e-6 for w in weights.values())
+
+
+def test_same_seed_same_alphas():
+    runs = []
+    for _ in range(2):
+        _, search = search_one_edge(5, order=1, epochs=2)
+        search.run_epoch()
+        search.run_epoch()
+        runs.append(architecture_weights(search.model)["op"])
+    assert runs[0] == runs[1]
+
+
+def test_settings_errors_name_the_setting():
+    with pytest.raises(ValueError, match=r"no option\(s\) \['lr'\]"):
+        DartsSettings.from_options({"lr": 0.1})
+    with pytest.raises(ValueError, match="'order' must be 1"):
+        DartsSettings.from_options({"order": 3})
+    with pytest.raises(ValueError, match="gumbel"):
+        DartsSettings.from_options({"sampling": "gumbel", "order": 2})
+    s = DartsSettings.from_options({"alpha_betas": [0.5, 0.9], "w_lr": 1}, seed=7)
+    assert s.alpha_betas == (0.5, 0.9) and s.w_lr == 1.0 and s.seed == 7
+
+
+def test_optimize_explains_that_darts_needs_a_space_and_data():
+    with pytest.raises(ValueError, match="needs a search space with an architecture .* and a data set"):
+        nas.optimize(lambda a: 0.0, [nas.Categorical("op", ("a", "b"))], strategy="darts", budget=2)
