@@ -187,7 +187,7 @@ def _over_limits(g: Any, cfg: SearchConfig) -> str | None:
 def _is_metric(key: str, value: Any) -> bool:
     skip = {"config", "trial_id", "date", "hostname", "node_ip", "pid", "timestamp", "time_this_iter_s",
             "time_total_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
-            "should_checkpoint", "done", "training_iteration"}
+            "should_checkpoint", "done", "training_iteration", "experiment_tag"}
     return key not in skip and not key.startswith("config/") and isinstance(value, int | float | str | bool)
 
 
@@ -367,7 +367,8 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     session = f"session-{len(list(storage.glob('session-*'))) if storage.exists() else 0}"
     tuner = tune.Tuner(
         tune.with_resources(train_architecture, resources),
-        tune_config=tune.TuneConfig(search_alg=_make_searcher(state), num_samples=-1, scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=_make_searcher(state),
+                                    num_samples=max(cfg.budget - len(state.records), 1), scheduler=scheduler,
                                     max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
