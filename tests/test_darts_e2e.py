@@ -29,7 +29,8 @@ def cluster(tmp_path_factory):
 def test_darts_search_writes_derived_architecture_alphas_and_retrained_result(cluster, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["search", "--space", "darts", "--strategy", "darts", "--space-option", "C=4", "--space-option", "layers=3",
-            "--strategy-option", "epochs=2", "--strategy-option", "batch_size=96", "--epochs", "1",
+            "--strategy-option", "epochs=2", "--strategy-option", "batch_size=96",
+            "--strategy-option", 'retrain_space_options={"C": 6}', "--epochs", "1",
             "--batch-size", "128", "--seed", "3", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -40,7 +41,8 @@ def test_darts_search_writes_derived_architecture_alphas_and_retrained_result(cl
     assert space.validate(derived["assignment"]) == derived["assignment"]
     g = nas.load_architecture(out / "derived.json")
     assert nas.arch_id(g) == derived["arch_id"] and nas.count_params(g) == derived["params"]
-    assert g.nodes["cell0_pre0"]["params"]["out_channels"] == 4  # the space options reached the build
+    assert g.nodes["cell0_pre0"]["params"]["out_channels"] == 6  # searched at C=4, retrained at C=6
+    assert derived["space_options"] == {"C": 6, "layers": 3}
     free = [v for v, r in derived["op_choices"].items() if r["params"] == 0]
     assert derived["parameter_free_choices"] == sorted(free)
     assert derived["parameter_free_share"] == len(free) / 16

@@ -69,6 +69,26 @@ def test_mixed_op_is_the_softmax_weighted_sum_with_its_gradients():
     torch.testing.assert_close(gx, rx)
 
 
+def test_darts_edge_shares_the_leading_relu_and_recomputes_pools_with_unchanged_results():
+    torch.manual_seed(0)
+    model = build_supernet_module(build_supernet(darts_space(), options={"C": 4, "layers": 3}).graph)
+    for name in ("cell0_n3_e2", "cell1_n2_e0"):  # a normal edge and a stride-2 reduction edge
+        mixed = model.get_submodule(name)
+        with torch.no_grad():
+            mixed.alpha.normal_()
+        x = torch.randn(4, mixed.candidates[4][0][1].in_channels, 8, 8, requires_grad=True)
+        out = mixed(x)
+        w = F.softmax(mixed.alpha, 0)
+        ref = sum(w[i] * mixed.candidates[i](x) for i in range(8))
+        torch.testing.assert_close(out, ref)
+        probe = torch.randn_like(out)
+        conv = mixed.candidates[5][1][1].weight  # sep_conv_5x5's second depthwise conv
+        got = torch.autograd.grad((out * probe).sum(), [mixed.alpha, x, conv])
+        want = torch.autograd.grad((ref * probe).sum(), [mixed.alpha, x, conv])
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+
+
 def test_weights_and_alphas_split_by_name_and_identity():
     model = build_supernet_module(build_supernet(chain_space()).graph)
     weights, alphas = split_parameters(model)
@@ -211,3 +231,13 @@ def test_errors_name_the_variable():
         build_supernet(space)
     with pytest.raises(nas.SpaceError, match="no op-choice variables"):
         build_supernet(nas.SearchSpace("plain", [nas.Ordinal("w", (1, 2))], build))
+
+
+def test_cli_darts_on_a_space_without_op_choices_or_with_a_wrong_option_fails_clearly(tmp_path, capsys):
+    from nas.cli import main
+
+    assert main(["search", "--space", "resnet", "--strategy", "darts", "--out", str(tmp_path / "a")]) == 2
+    assert "space 'resnet' has no op-choice variables" in capsys.readouterr().err
+    assert main(["search", "--space", "darts", "--strategy", "darts", "--strategy-option", "population_size=4",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "strategy 'darts' has no option(s) ['population_size']" in capsys.readouterr().err

@@ -10,7 +10,8 @@ Steps, each leaving its file in the run folder:
    architecture, its op choices and their share of parameter-free ops (skip, pooling, none: DARTS'
    known collapse, logged as a warning at 50% or more);
 3. the derived network is trained from scratch by the ordinary candidate trainable with the search's
-   training settings (``--epochs``, ...), as the paper's evaluation phase; the result is journaled in
+   training settings (``--epochs``, ...), as the paper's evaluation phase (at other space options with
+   the strategy option ``retrain_space_options``, e.g. more cells); the result is journaled in
    ``evaluations.jsonl`` like any evaluation, so ``best.json``, ``best_weights.pt``, ``leaderboard.md``
    and ``best_so_far.png`` are written as for the other strategies.
 
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nas.builder import count_params
 from nas.config import SearchConfig
 from nas.darts.derive import derive, op_choice_report, parameter_free_share
 from nas.darts.settings import DartsSettings
@@ -100,17 +102,18 @@ def run_darts_search(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], 
     plot_alphas(net, history, folder.path / ALPHAS_PLOT)
 
     assignment = derive(net, history[-1]["weights"], settings.exclude_none)
-    g = space.graph(assignment, num_classes=n_classes, input_shape=shape, **cfg.space_options)
+    retrain = dataclasses.replace(cfg, budget=1, space_options={**cfg.space_options,
+                                                                **settings.retrain_space_options})
+    g = space.graph(assignment, num_classes=n_classes, input_shape=shape, **retrain.space_options)
     report = op_choice_report(space, g, assignment)
     share = parameter_free_share(report)
-    from nas.builder import count_params
-
     derived = {
         "space": space.name, "assignment": assignment, "arch_id": arch_id(g), "params": count_params(g),
         "parameter_free_share": share,
         "parameter_free_choices": sorted(v for v, r in report.items() if r["params"] == 0),
         "op_choices": report, "weights": history[-1]["weights"], "values": net.values,
-        "search_epochs": len(history), "settings": settings.to_dict(), "arch": to_dict(g),
+        "search_epochs": len(history), "space_options": retrain.space_options, "settings": settings.to_dict(),
+        "arch": to_dict(g),
     }
     atomic_write_json(folder.path / DERIVED_FILE, derived)
     log(f"derived architecture {derived['arch_id']}: {derived['params']:,} parameters; "
@@ -120,16 +123,16 @@ def run_darts_search(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], 
         log(f"warning: the derived architecture is {share:.0%} parameter-free ops, DARTS' known collapse onto "
             "skip connections and pooling; consider fewer search epochs, partial_channels=4 or sampling=gumbel")
 
-    too_large = _over_limits(g, cfg)
+    too_large = _over_limits(g, retrain)
     if too_large:
         raise SearchError(f"the derived architecture exceeds the search's limits ({too_large}); it is in "
                           f"{folder.path / DERIVED_FILE}")
-    retrain = dataclasses.replace(cfg, budget=1)
     state = SearchState(retrain, space, _Derived(space, assignment), folder, shape, n_classes, log)
     if state.records:
         log(f"resuming {folder.path}: the derived architecture's training is on record")
     else:
-        log(f"training the derived architecture from scratch: {cfg.train.epochs} epoch(s) on {cfg.train.dataset}")
+        log(f"training the derived architecture from scratch: {cfg.train.epochs} epoch(s) on {cfg.train.dataset}"
+            + (f", space options {retrain.space_options}" if settings.retrain_space_options else ""))
         _run_tuner(retrain, state)
     folder.write_leaderboard(state.records, METRIC, MODE)
     folder.plot(state.records, METRIC, MODE)

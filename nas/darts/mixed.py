@@ -11,10 +11,13 @@ alphas split by parameter name or with `split_parameters`. A variable deciding s
 normal cells of a cell space) has one alpha: `build_supernet_module` ties every node of a variable to the
 first one's alpha (``named_parameters`` then lists it once, under the first node).
 
-Cost: zero candidates (the ``zero`` op, DARTS' 'none') are not run; they add nothing to the output and
-nothing to any gradient. The weighted sum is one autograd function that accumulates in place and saves
-only the candidate outputs (what the alphas' gradient needs), so a step costs little more than running
-the candidates one after another (benchmarks/darts_overhead.py).
+Cost (benchmarks/darts_overhead.py): zero candidates (the ``zero`` op, DARTS' 'none') are not run; they
+add nothing to the output and nothing to any gradient. Candidates that start with a ReLU of the input
+(DARTS' sep_conv, dil_conv, ReLU-conv-BN) share one: it is computed and kept once, not once per
+candidate. The weighted sum is one autograd function that accumulates in place and keeps only what the
+alphas' gradient needs: each candidate's output, except a max pooling's, which is gathered again in the
+backward through the argmax indices the pooling keeps anyway. Results equal the plain
+``sum(w_i * op_i(x))`` up to float rounding.
 
 Sampling: ``module.sampling = "gumbel"`` (with ``module.tau``) runs GDAS instead in training mode: a hard
 Gumbel-softmax sample picks one candidate per forward, which alone runs; the straight-through estimator
@@ -128,25 +131,59 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _WeightedSum(torch.autograd.Function):
-    """out = sum_i w[i] * ys[i]; saves the ys (dL/dw[i] = <dL/dout, ys[i]>) and nothing else."""
+    """out = sum_i w[i] * ys[i]. The alphas' gradient needs every ys[i] (dL/dw[i] = <dL/dout, ys[i]>); how
+    each is kept for the backward is ``kinds[i]``: None saves it; "gather" (a 2D max pooling) keeps the
+    pooling's argmax indices, passed after the ys, and gathers from the input `x` again. The max pooling
+    keeps `x` and those indices for its own backward anyway, so that costs no memory (and a gather is far
+    cheaper than pooling again)."""
 
     @staticmethod
-    def forward(ctx, w: torch.Tensor, *ys: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, w: torch.Tensor, x: torch.Tensor, kinds: list, *tensors: torch.Tensor) -> torch.Tensor:
+        ys, extras = tensors[:len(kinds)], iter(tensors[len(kinds):])
         out = ys[0] * w[0].to(ys[0].dtype)
         for i in range(1, len(ys)):
             out.addcmul_(ys[i], w[i].to(out.dtype))
-        ctx.save_for_backward(w, *ys)
+        kept = [y if kind is None else next(extras) for kind, y in zip(kinds, ys, strict=True)]
+        ctx.kinds, ctx.n_in, ctx.dtypes = kinds, len(tensors), [y.dtype for y in ys]
+        ctx.save_for_backward(w, x if any(k is not None for k in kinds) else None, *kept)
         return out
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        w, *ys = ctx.saved_tensors
+        w, x, *kept = ctx.saved_tensors
         gw = None
         if ctx.needs_input_grad[0]:
-            gw = torch.stack([_dot(g, y) for y in ys]).to(w.dtype)
-        gys = [(g * w[i].to(g.dtype)).to(y.dtype) if ctx.needs_input_grad[i + 1] else None
-               for i, y in enumerate(ys)]
-        return (gw, *gys)
+            dots = []
+            for kind, s in zip(ctx.kinds, kept, strict=True):
+                if kind == "gather":
+                    s = x.flatten(2).gather(2, s.flatten(2)).view(s.shape)
+                dots.append(_dot(g, s))
+            gw = torch.stack(dots).to(w.dtype)
+        gys = [(g * w[i].to(g.dtype)).to(dtype) if ctx.needs_input_grad[i + 3] else None
+               for i, dtype in enumerate(ctx.dtypes)]
+        return (gw, None, None, *gys, *[None] * (ctx.n_in - len(ctx.kinds)))
+
+
+def _keep_kind(m: nn.Module) -> str | None:
+    """How `_WeightedSum` keeps this candidate's output for the alphas' gradient (see there)."""
+    return "gather" if isinstance(m, nn.MaxPool2d) and not m.return_indices else None
+
+
+def _starts_with_relu(m: nn.Module) -> bool:
+    """A ReLU first, possibly nested in Sequentials (DARTS' sep/dil convs, ReLU-conv-BN)."""
+    if isinstance(m, nn.ReLU):
+        return True
+    return isinstance(m, nn.Sequential) and len(m) > 0 and _starts_with_relu(m[0])
+
+
+def _run_after_relu(m: nn.Module, r: torch.Tensor) -> torch.Tensor:
+    """Run `m` (which `_starts_with_relu`) on an input whose ReLU `r` is already computed."""
+    if isinstance(m, nn.ReLU):
+        return r
+    y = _run_after_relu(m[0], r)
+    for layer in list(m)[1:]:
+        y = layer(y)
+    return y
 
 
 def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -166,6 +203,9 @@ class MixedOp(nn.Module):
         self._active = active
         self.register_buffer("_active_index", torch.tensor(active, dtype=torch.long), persistent=False)
         self._all_active = len(active) == len(plan)
+        relu_first = [_starts_with_relu(c) and i in active for i, c in enumerate(self.candidates)]
+        self._shares_relu = relu_first if sum(relu_first) >= 2 else [False] * len(plan)
+        self._kinds = [_keep_kind(c) for c in self.candidates]
         self.partial_channels = partial_channels
         self.bypass = _bypass(in_shape, out_shape, variable) if partial_channels > 1 else None
         self.sampling = "softmax"
@@ -194,8 +234,20 @@ class MixedOp(nn.Module):
         w = F.softmax(self.alpha, dim=0)
         if not self._all_active:
             w = w.index_select(0, self._active_index)
-        ys = [self.candidates[i](x) for i in self._active]
-        return _WeightedSum.apply(w, *ys)
+        shared = F.relu(x) if any(self._shares_relu) else None
+        ys, extras = [], []
+        for i in self._active:
+            if self._kinds[i] == "gather":
+                m = self.candidates[i]
+                y, idx = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
+                                      return_indices=True)
+                extras.append(idx)
+            elif self._shares_relu[i]:
+                y = _run_after_relu(self.candidates[i], shared)
+            else:
+                y = self.candidates[i](x)
+            ys.append(y)
+        return _WeightedSum.apply(w, x, [self._kinds[i] for i in self._active], *ys, *extras)
 
     def _sample(self, x: torch.Tensor) -> torch.Tensor:
         """GDAS: run one sampled candidate; the others' (zero-valued) hard weights carry their gradient."""

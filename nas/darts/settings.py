@@ -9,8 +9,10 @@ candidate batch norms without affine parameters. Remedies, off by default: ``par
 linearly from ``tau_max`` to ``tau_min``).
 
 Not part of the search trial: ``assignment`` (values of the variables DARTS does not search; defaults
-otherwise) and ``exclude_none`` (see `nas.darts.derive`). ``seed`` defaults to the search's seed. The
-retraining of the derived network uses the search's ordinary training settings (``--epochs``, ...).
+otherwise), ``exclude_none`` (see `nas.darts.derive`) and ``retrain_space_options`` (space options of the
+retrained network over the search's, e.g. ``{"C": 36, "layers": 20}``: the paper searches 8 cells of 16
+channels and evaluates 20 cells of 36). ``seed`` defaults to the search's seed. The retraining uses the
+search's ordinary training settings (``--epochs``, ...).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class DartsSettings:
     checkpoint_every: int = 1
     exclude_none: bool | None = None
     assignment: dict[str, Any] = field(default_factory=dict)
+    retrain_space_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> DartsSettings:
         def bad(name: str, want: str) -> ValueError:
@@ -84,8 +87,9 @@ class DartsSettings:
                 raise bad(name, "true, false or null")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise bad("seed", "an int")
-        if not isinstance(self.assignment, dict):
-            raise bad("assignment", "a mapping of variable -> value")
+        for name in ("assignment", "retrain_space_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(name, "a mapping")
         return self
 
     @classmethod
