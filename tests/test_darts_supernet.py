@@ -183,6 +183,59 @@ def test_nb201_supernet_derives_a_valid_assignment():
     nas.infer_shapes(space.graph(a))
 
 
+NB201_OPS = {
+    "none": ("zero", {}),
+    "skip_connect": ("identity", {}),
+    "nor_conv_1x1": ("relu_conv_bn", {"out_channels": 8, "kernel_size": 1}),
+    "nor_conv_3x3": ("relu_conv_bn", {"out_channels": 8, "kernel_size": 3}),
+    "avg_pool_3x3": ("avgpool", {"kernel_size": 3, "stride": 1, "padding": 1, "count_include_pad": False}),
+}
+NB201_EDGES = [(i, j) for i in (1, 2, 3) for j in range(i)]
+
+
+def nb201_like_space() -> nas.SearchSpace:
+    """A NAS-Bench-201-shaped cell (6 op-choice edges, node i sums edges from every earlier node), stacked
+    twice with one genotype: op choices only, 'none' among them, no relaxation hook."""
+
+    def build(a, *, num_classes, input_shape):
+        g = nas.ArchGraph(input_shape)
+        x = g.add_op("stem", "conv", "input", out_channels=8, kernel_size=3)
+        for c in range(2):
+            nodes = [x]
+            for i in (1, 2, 3):
+                ins = []
+                for j in range(i):
+                    op, params = NB201_OPS[a[f"edge_{i}_{j}"]]
+                    ins.append(g.add_op(f"c{c}_e{i}{j}", op, nodes[j], choice=f"edge_{i}_{j}" if c == 0 else None,
+                                        **params))
+                nodes.append(g.add_op(f"c{c}_n{i}", "identity", ins, merge="sum") if i > 1 else ins[0])
+            x = nodes[-1]
+        g.add_op("pool", "global_avgpool", x)
+        g.add_op("fc", "linear", "pool", out_features=num_classes)
+        return g
+
+    return nas.SearchSpace("nb201_like", [nas.Categorical(f"edge_{i}_{j}", tuple(NB201_OPS), op_choice=True)
+                                          for i, j in NB201_EDGES], build)
+
+
+def test_nb201_shaped_cell_space_relaxes_generically_and_derives_a_valid_assignment():
+    space = nb201_like_space()
+    net = build_supernet(space)
+    assert net.relaxation is None and net.nodes["edge_2_1"] == ["c0_e21", "c1_e21"]
+    model = build_supernet_module(net.graph)
+    assert len(alpha_parameters(model)) == 6
+    from nas.darts.bilevel import BilevelSearch, split_halves
+    from nas.darts.mixed import architecture_weights
+    from nas.darts.settings import DartsSettings
+
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    search = BilevelSearch(model, *split_halves(x, y, 0), DartsSettings(epochs=1, batch_size=16), "cpu")
+    search.run_epoch()
+    a = derive(net, architecture_weights(model))
+    assert space.validate(a) == a
+    nas.infer_shapes(space.graph(a))
+
+
 def test_partial_channels_run_a_quarter_of_the_channels_through_the_candidates():
     full = build_supernet(darts_space(), options={"C": 8, "layers": 3})
     pc = build_supernet(darts_space(), options={"C": 8, "layers": 3}, partial_channels=4)

@@ -81,7 +81,7 @@ class BilevelSearch:
                                       weight_decay=s.alpha_weight_decay)
         self.batch_size = min(s.batch_size, len(self.y_w), len(self.y_a))
         self.steps_per_epoch = max(1, min(len(self.y_w), len(self.y_a)) // self.batch_size)
-        self.generator = torch.Generator().manual_seed(s.seed)
+        self.generator = torch.Generator().manual_seed(0 if s.seed is None else s.seed)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
 
