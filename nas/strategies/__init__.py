@@ -12,6 +12,7 @@ from nas.strategies.base import Strategy
 STRATEGIES: dict[str, str] = {
     "random": "nas.strategies.random_search:RandomSearch",
     "evolution": "nas.strategies.evolution:RegularizedEvolution",
+    "combo": "nas.strategies.combo:Combo",
     "darts": "nas.darts.strategy:DartsStrategy",  # needs a space and data: nas search --strategy darts
 }
 

@@ -1,0 +1,236 @@
+"""COMBO (Oh, Tomczak, Gavves & Welling, NeurIPS 2019, "Combinatorial Bayesian Optimization using the
+Graph Cartesian Product") as an asynchronous ask/tell strategy.
+
+- The first ``n_initial`` asks are uniform random assignments without repeats (as random search).
+- Then each ask fits a GP with the ARD diffusion kernel on the product of the variables' graphs
+  (`kernel.py`) to the successful observations, with standardised scores, and proposes the maximiser of
+  expected improvement found by local search on the product graph (`acquisition.py`).
+- ``fit="mcmc"`` (default, as the paper): hyperparameter samples by slice sampling (`gp.py`), 99 burn-in
+  sweeps before the first suggestion, then ``n_samples`` sweeps per suggestion continuing the chain; EI
+  is averaged over those samples. ``fit="map"``: one maximum of the log posterior (warm-started from the
+  previous one), cheaper.
+- Asks while earlier asks are pending: Kriging believer, each pending point is fantasised at the
+  posterior mean (per hyperparameter sample) before the acquisition is maximised, so the batch spreads
+  out. Hyperparameters are refitted only when a new result arrived; further asks reuse the samples.
+- Failed evaluations (None or NaN) are left out of the GP, with a warning, and never proposed again.
+  A constant objective (zero variance) gives a warning and a flat GP (suggestions then follow its
+  uncertainty). An ask never proposes an evaluated or pending assignment while an unseen one exists;
+  when the search finds none it falls back to a random unseen one, and on an exhausted space it warns
+  that it repeats one.
+
+Seeded: the slice sampler and the random draws use ``self.rng``; the acquisition search uses a torch
+Generator seeded from ``self.rng`` at each ask. The state (observations, pending asks, the chain and the
+current samples) round-trips through JSON, so a restored search proposes what the original would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from typing import Any
+
+import torch
+
+from nas.space import Assignment, SearchSpace
+from nas.strategies.base import Strategy
+from nas.strategies.combo.acquisition import local_search, log_ei
+from nas.strategies.combo.gp import ComboGP, GPData, HyperPosterior, initial_theta
+from nas.strategies.combo.kernel import GraphSpectrum
+from nas.strategies.random_search import Key, assignment_key, key_assignment, sample_unseen
+
+FITS = ("mcmc", "map")
+
+
+class ComboWarning(UserWarning):
+    """Something COMBO worked around: failed evaluations, a constant objective, no unseen point left."""
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"combo: option {name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Limit torch and BLAS to n threads inside the block (None: leave them). Small dense algebra on a
+    shared machine is many times slower with more threads than free cores."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - scikit-learn brings it
+            yield
+        else:
+            with threadpool_limits(limits=n):
+                yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Combo(Strategy):
+    """COMBO; see the module docstring.
+
+    Options: ``n_initial`` random asks first (default 20, >= 1); ``fit`` "mcmc" | "map"; ``n_samples``
+    hyperparameter samples per suggestion with MCMC (default 10); ``n_burn`` burn-in sweeps (default 99);
+    ``n_spray`` random points scored to pick starting points (default 5000; the reference uses 20,000);
+    ``n_starts`` local-search starting points (default 20, as the reference); ``num_threads`` torch/BLAS
+    threads while asking (default 1; None leaves the process's setting).
+    """
+
+    name = "combo"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, mode: str = "max", n_initial: int = 20,
+                 fit: str = "mcmc", n_samples: int = 10, n_burn: int = 99, n_spray: int = 5000,
+                 n_starts: int = 20, num_threads: int | None = 1):
+        super().__init__(space, seed=seed, mode=mode)
+        self.n_initial = _check_int("n_initial", n_initial, 1)
+        if fit not in FITS:
+            raise ValueError(f"combo: option fit must be one of {FITS}, got {fit!r}")
+        self.fit = fit
+        self.n_samples = _check_int("n_samples", n_samples, 1)
+        self.n_burn = _check_int("n_burn", n_burn, 0)
+        self.n_spray = _check_int("n_spray", n_spray, 0)
+        self.n_starts = _check_int("n_starts", n_starts, 1)
+        if num_threads is not None:
+            _check_int("num_threads", num_threads, 1)
+        self.num_threads = num_threads
+        self.spectrum = GraphSpectrum.of_space(space)
+        self.observations: list[tuple[Key, float | None]] = []  # in tell order; value as told, None if failed
+        self.pending: list[Key] = []  # asked, not yet told (a multiset)
+        self.chain: list[float] | None = None  # the MCMC chain's current state / the last MAP fit
+        self.samples: list[list[float]] = []  # hyperparameter samples of the last fit
+        self.samples_for: int | None = None  # n_told when they were made
+        self.burned_in = False
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"n_initial": self.n_initial, "fit": self.fit, "n_samples": self.n_samples, "n_burn": self.n_burn,
+                "n_spray": self.n_spray, "n_starts": self.n_starts}
+
+    # -- ask ----------------------------------------------------------------------------------------
+    def ask(self) -> Assignment:
+        taken = self._taken()
+        ok = self._successes()
+        if len(self.observations) + len(self.pending) < self.n_initial or len(ok) < 2:
+            if len(self.observations) >= self.n_initial and len(ok) < 2:
+                warnings.warn(f"combo: only {len(ok)} successful evaluation(s) so far; proposing random "
+                              "assignments until there are two", ComboWarning, stacklevel=2)
+            a = self._random(taken)
+        else:
+            with _threads(self.num_threads):
+                a = self._suggest(ok, taken)
+        self.pending.append(assignment_key(self.space, a))
+        return a
+
+    def _taken(self) -> set[Key]:
+        return {k for k, _ in self.observations}.union(self.pending)
+
+    def _successes(self) -> list[tuple[Key, float]]:
+        out = []
+        for k, v in self.observations:
+            s = self.score(v)
+            if s is not None:
+                out.append((k, s))
+        return out
+
+    def _random(self, taken: set[Key]) -> Assignment:
+        a = sample_unseen(self.space, self.rng, taken)
+        if assignment_key(self.space, a) in taken:
+            why = (f"every one of the space's {self.space.size()} assignments is evaluated or pending"
+                   if len(taken) >= self.space.size() else "random draws found no unseen assignment")
+            warnings.warn(f"combo: {why}; proposing a repeat", ComboWarning, stacklevel=3)
+        return a
+
+    def _suggest(self, ok: list[tuple[Key, float]], taken: set[Key]) -> Assignment:
+        x = torch.tensor([k for k, _ in ok], dtype=torch.float64)
+        scores = torch.tensor([s for _, s in ok], dtype=torch.float64)
+        spread = float(scores.std())
+        if not spread > 1e-12 * max(1.0, float(scores.abs().max())):
+            warnings.warn(f"combo: all {len(ok)} successful values are equal (zero variance); the GP sees a flat "
+                          "objective and suggestions follow its uncertainty only", ComboWarning, stacklevel=3)
+            y = torch.zeros_like(scores)
+        else:
+            y = (scores - scores.mean()) / spread
+        generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
+
+        thetas = torch.tensor(self._hyper_samples(GPData(x, y)), dtype=torch.float64)
+        s = len(thetas)
+        model = ComboGP(self.spectrum, x, y.expand(s, -1), thetas)
+        if self.pending:  # Kriging believer: pending points at the posterior mean of each sample
+            xp = torch.tensor(self.pending, dtype=torch.float64)
+            fantasy, _ = model.marginals(xp)
+            model = ComboGP(self.spectrum, torch.cat([x, xp]), torch.cat([y.expand(s, -1), fantasy], dim=1), thetas)
+
+        n_best = min(len(ok), max(1, self.n_starts // 4))
+        best = x[torch.argsort(y, descending=True, stable=True)[:n_best]].long()
+        points, _ = local_search(log_ei(model, float(y.max())), self.spectrum, best, self.n_spray, self.n_starts,
+                                 generator)
+        for row in points.tolist():
+            if tuple(row) not in taken:
+                return key_assignment(self.space, tuple(row))
+        warnings.warn("combo: every point the acquisition search reached is evaluated or pending; proposing a "
+                      "random unseen assignment", ComboWarning, stacklevel=3)
+        return self._random(taken)
+
+    def _hyper_samples(self, data: GPData) -> list[list[float]]:
+        if self.samples and self.samples_for == self.n_told:
+            return self.samples  # no new result since the last fit (a batch of asks)
+        post = HyperPosterior(self.spectrum, data)
+        d = self.spectrum.d
+        start = post.feasible(self.chain if self.chain is not None else initial_theta(d))
+        if self.fit == "map":
+            starts = [start] if self.chain is None else [start, post.feasible(initial_theta(d))]
+            self.samples = [post.fit_map(starts)]
+        else:
+            if not self.burned_in and self.n_burn:
+                start = post.sample(start, self.n_burn, self.rng)[-1]
+            self.samples = post.sample(start, self.n_samples, self.rng)
+            self.burned_in = True
+        self.chain = list(self.samples[-1])
+        self.samples_for = self.n_told
+        return self.samples
+
+    # -- tell ---------------------------------------------------------------------------------------
+    def tell(self, assignment: Assignment, value: float | None) -> None:
+        score = self.score(value)
+        key = assignment_key(self.space, self.space.validate(assignment))
+        if key in self.pending:
+            self.pending.remove(key)
+        if score is None:
+            warnings.warn(f"combo: evaluation of {key_assignment(self.space, key)} failed (value {value!r}); it is "
+                          "left out of the GP and not proposed again", ComboWarning, stacklevel=2)
+        self.observations.append((key, None if score is None else float(value)))
+        self.n_told += 1
+
+    def clear_pending(self) -> None:
+        self.pending = []
+
+    # -- persistence --------------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {"options": self.options, "observations": [[list(k), v] for k, v in self.observations],
+                "pending": [list(k) for k in self.pending], "chain": self.chain, "samples": self.samples,
+                "samples_for": self.samples_for, "burned_in": self.burned_in}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("options", {}) if state.get("name") == self.name else self.options
+        diff = sorted(k for k in self.options if saved.get(k) != self.options[k])
+        if diff:  # checked before anything is loaded, so a refused state leaves this instance as it was
+            mine = {k: self.options[k] for k in diff}
+            raise ValueError(f"combo: the saved state was made with other options: saved "
+                             f"{ {k: saved.get(k) for k in diff} }, this instance {mine}")
+        super().load_state_dict(state)
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.observations = [(tuple(k), None if v is None or math.isnan(v) else float(v))
+                             for k, v in state["observations"]]
+        self.pending = [tuple(k) for k in state["pending"]]
+        self.chain = None if state["chain"] is None else [float(v) for v in state["chain"]]
+        self.samples = [[float(v) for v in s] for s in state["samples"]]
+        self.samples_for = state["samples_for"]
+        self.burned_in = bool(state["burned_in"])
