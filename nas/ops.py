@@ -5,6 +5,12 @@ output shape, how many multiply-accumulates it costs, and how to build its `torc
 exclude the batch dimension: (C,) for vectors, (C, L) for sequences, (C, H, W) for images and
 (C, T, H, W) for video. Convolutions and pooling infer 1D/2D/3D from the rank of their input.
 
+`source` (optional) writes the op's module constructor as Python source for `nas.export`, e.g.
+"nn.Conv2d(64, 128, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)", or a tuple of that
+expression and statements initialising the new module, written with ``{m}`` for it (e.g.
+"nn.init.constant_({m}.bias, -2.0)"). `source_classes` lists the graphnas-defined classes the expression
+may name (base classes first); the export copies their source into the generated file.
+
 `flops` counts multiply-accumulates of convolutions and linear layers, the convention torchvision and
 most NAS papers use (ResNet-50 at 224x224: about 4.1 G).
 """
@@ -35,6 +41,8 @@ class OpSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     macs: Callable[[dict, Shape, Shape], int] = lambda p, i, o: 0
     doc: str = ""
+    source: Callable[[dict, Shape], str | tuple[str, ...]] | None = None
+    source_classes: tuple[type, ...] = ()
 
 
 OPS: dict[str, OpSpec] = {}
@@ -126,6 +134,12 @@ def _numel(shape: Shape) -> int:
     return math.prod(shape)
 
 
+def call_source(name: str, *args: Any, **kwargs: Any) -> str:
+    """`name(arg, ..., key=value, ...)` with every value written by repr (for `OpSpec.source`)."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
 # ---------------------------------------------------------------------------------------------------
 # convolution and linear
 
@@ -157,6 +171,19 @@ def _conv_build(p: dict, in_shape: Shape) -> nn.Module:
     return conv
 
 
+def _conv_source(p: dict, in_shape: Shape) -> str | tuple[str, ...]:
+    n = _spatial_rank(in_shape, "conv")
+    k, s, pad, d = _window_geometry(p, in_shape, "conv", default_pad=True)
+    extra = {"dilation": d} if d != (1,) * n else {}
+    if p["groups"] != 1:
+        extra["groups"] = p["groups"]
+    expr = call_source(f"nn.Conv{n}d", in_shape[0], p["out_channels"], kernel_size=k, stride=s, padding=pad,
+                       **extra, bias=bool(p["bias"]))
+    if p["bias_init"] is not None:
+        return expr, f"nn.init.constant_({{m}}.bias, {float(p['bias_init'])!r})"
+    return expr
+
+
 def _conv_macs(p: dict, in_shape: Shape, out_shape: Shape) -> int:
     k = _window_geometry(p, in_shape, "conv", True)[0]
     return _numel(out_shape) * (in_shape[0] // p["groups"]) * math.prod(k)
@@ -166,6 +193,7 @@ register_op(OpSpec(
     "conv", _conv_shape, _conv_build, required=("out_channels", "kernel_size"),
     defaults={"stride": 1, "padding": None, "dilation": 1, "groups": 1, "bias": False, "bias_init": None},
     macs=_conv_macs, doc="convolution (1D/2D/3D by input rank); padding defaults to 'same' at stride 1",
+    source=_conv_source,
 ))
 
 
@@ -185,10 +213,17 @@ def _linear_build(p: dict, in_shape: Shape) -> nn.Module:
     return lin
 
 
+def _linear_source(p: dict, in_shape: Shape) -> str | tuple[str, ...]:
+    expr = call_source("nn.Linear", in_shape[0], p["out_features"], **({} if p["bias"] else {"bias": False}))
+    if p["bias_init"] is not None:
+        return expr, f"nn.init.constant_({{m}}.bias, {float(p['bias_init'])!r})"
+    return expr
+
+
 register_op(OpSpec(
     "linear", _linear_shape, _linear_build, required=("out_features",),
     defaults={"bias": True, "bias_init": None},
-    macs=lambda p, i, o: i[0] * o[0], doc="fully connected layer on a (C,) input",
+    macs=lambda p, i, o: i[0] * o[0], doc="fully connected layer on a (C,) input", source=_linear_source,
 ))
 
 
@@ -211,13 +246,20 @@ def _bn_shape(p: dict, in_shape: Shape) -> Shape:
     return tuple(in_shape)
 
 
+def _bn_source(p: dict, in_shape: Shape) -> str:
+    extra = {k: p[k] for k, default in (("eps", 1e-5), ("momentum", 0.1)) if p[k] != default}
+    return call_source(f"nn.BatchNorm{max(1, len(in_shape) - 1)}d", in_shape[0], **extra)
+
+
 register_op(OpSpec("bn", _bn_shape, _bn_build, defaults={"eps": 1e-5, "momentum": 0.1},
-                   doc="batch normalisation over the channel dimension"))
-register_op(OpSpec("relu", _same, lambda p, s: nn.ReLU(inplace=p["inplace"]), defaults={"inplace": False}))
-register_op(OpSpec("sigmoid", _same, lambda p, s: nn.Sigmoid()))
-register_op(OpSpec("tanh", _same, lambda p, s: nn.Tanh()))
-register_op(OpSpec("identity", _same, lambda p, s: nn.Identity()))
-register_op(OpSpec("dropout", _same, lambda p, s: nn.Dropout(p["p"]), defaults={"p": 0.5}))
+                   doc="batch normalisation over the channel dimension", source=_bn_source))
+register_op(OpSpec("relu", _same, lambda p, s: nn.ReLU(inplace=p["inplace"]), defaults={"inplace": False},
+                   source=lambda p, s: "nn.ReLU(inplace=True)" if p["inplace"] else "nn.ReLU()"))
+register_op(OpSpec("sigmoid", _same, lambda p, s: nn.Sigmoid(), source=lambda p, s: "nn.Sigmoid()"))
+register_op(OpSpec("tanh", _same, lambda p, s: nn.Tanh(), source=lambda p, s: "nn.Tanh()"))
+register_op(OpSpec("identity", _same, lambda p, s: nn.Identity(), source=lambda p, s: "nn.Identity()"))
+register_op(OpSpec("dropout", _same, lambda p, s: nn.Dropout(p["p"]), defaults={"p": 0.5},
+                   source=lambda p, s: call_source("nn.Dropout", p=p["p"])))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -242,12 +284,24 @@ def _avgpool_build(p: dict, in_shape: Shape) -> nn.Module:
                                         count_include_pad=p["count_include_pad"])
 
 
+def _pool_source(op: str) -> Callable[[dict, Shape], str]:
+    def source(p: dict, in_shape: Shape) -> str:
+        k, s, pad, _ = _window_geometry(p, in_shape, op, default_pad=False)
+        extra = {"ceil_mode": True} if p["ceil_mode"] else {}
+        if op == "avgpool" and not p["count_include_pad"]:
+            extra["count_include_pad"] = False
+        cls = "MaxPool" if op == "maxpool" else "AvgPool"
+        return call_source(f"nn.{cls}{len(in_shape) - 1}d", kernel_size=k, stride=s, padding=pad, **extra)
+
+    return source
+
+
 register_op(OpSpec("maxpool", _pool_shape("maxpool"), _maxpool_build, required=("kernel_size",),
                    defaults={"stride": None, "padding": 0, "ceil_mode": False},
-                   doc="max pooling; stride defaults to the kernel size"))
+                   doc="max pooling; stride defaults to the kernel size", source=_pool_source("maxpool")))
 register_op(OpSpec("avgpool", _pool_shape("avgpool"), _avgpool_build, required=("kernel_size",),
                    defaults={"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True},
-                   doc="average pooling; stride defaults to the kernel size"))
+                   doc="average pooling; stride defaults to the kernel size", source=_pool_source("avgpool")))
 
 
 def _adaptive_shape(p: dict, in_shape: Shape) -> Shape:
@@ -259,6 +313,8 @@ register_op(OpSpec(
     "adaptive_avgpool", _adaptive_shape,
     lambda p, s: _ADAPTIVE_AVG[len(s) - 1](_tuple(p["output_size"], len(s) - 1, "output_size")),
     required=("output_size",), doc="adaptive average pooling to a fixed spatial size",
+    source=lambda p, s: call_source(f"nn.AdaptiveAvgPool{len(s) - 1}d",
+                                    _tuple(p["output_size"], len(s) - 1, "output_size")),
 ))
 
 
@@ -275,9 +331,10 @@ def _global_pool_shape(p: dict, in_shape: Shape) -> Shape:
 
 
 register_op(OpSpec("global_avgpool", _global_pool_shape, lambda p, s: GlobalAvgPool(),
-                   doc="average over all spatial dimensions, giving a (C,) vector"))
+                   doc="average over all spatial dimensions, giving a (C,) vector",
+                   source=lambda p, s: "GlobalAvgPool()", source_classes=(GlobalAvgPool,)))
 register_op(OpSpec("flatten", lambda p, s: (_numel(s),), lambda p, s: nn.Flatten(),
-                   doc="flatten everything but the batch dimension"))
+                   doc="flatten everything but the batch dimension", source=lambda p, s: "nn.Flatten()"))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from nas.ops import OpError, OpSpec, Shape, _windowed_shape, register_op
+from nas.ops import OpError, OpSpec, Shape, _windowed_shape, call_source, register_op
 
 
 def _check_2d(op: str, in_shape: Shape) -> None:
@@ -113,6 +113,9 @@ register_op(OpSpec(
     "zero", _zero_shape,
     lambda p, s: Zero(p["stride"]) if p["out_channels"] in (None, s[0]) else _ZeroTo(p["stride"], p["out_channels"]),
     defaults={"stride": 1, "out_channels": None}, doc="the 'none' op: zeros (strided); no parameters",
+    source=lambda p, s: (call_source("Zero", p["stride"]) if p["out_channels"] in (None, s[0])
+                         else call_source("_ZeroTo", p["stride"], p["out_channels"])),
+    source_classes=(Zero, _ZeroTo),
 ))
 
 
@@ -138,6 +141,9 @@ register_op(OpSpec(
     defaults={"stride": 1, "padding": None, "dilation": 1, "affine": True},
     macs=lambda p, i, o: math.prod(o) * i[0] * p["kernel_size"] ** 2,
     doc="ReLU, conv (no bias), BN: NAS-Bench-201's nor_conv",
+    source=lambda p, s: call_source("ReLUConvBN", s[0], p["out_channels"], p["kernel_size"], p["stride"], _pad(p),
+                                    p["dilation"], p["affine"]),
+    source_classes=(ReLUConvBN,),
 ))
 
 
@@ -152,6 +158,9 @@ register_op(OpSpec(
     lambda p, s: SepConv(s[0], p["out_channels"], p["kernel_size"], p["stride"], _pad(p), p["affine"]),
     required=("out_channels", "kernel_size"), defaults={"stride": 1, "padding": None, "affine": True},
     macs=_sep_macs, doc="DARTS separable conv: (ReLU, depthwise, pointwise, BN) twice",
+    source=lambda p, s: call_source("SepConv", s[0], p["out_channels"], p["kernel_size"], p["stride"], _pad(p),
+                                    p["affine"]),
+    source_classes=(DilConv, SepConv),
 ))
 
 register_op(OpSpec(
@@ -162,6 +171,9 @@ register_op(OpSpec(
     defaults={"stride": 1, "padding": None, "dilation": 2, "affine": True},
     macs=lambda p, i, o: math.prod(o[1:]) * i[0] * (p["kernel_size"] ** 2 + o[0]),
     doc="DARTS dilated conv: ReLU, depthwise dilated conv, pointwise conv, BN",
+    source=lambda p, s: call_source("DilConv", s[0], p["out_channels"], p["kernel_size"], p["stride"], _pad(p),
+                                    p["dilation"], p["affine"]),
+    source_classes=(DilConv,),
 ))
 
 
@@ -177,4 +189,6 @@ register_op(OpSpec(
     "factorized_reduce", _fr_shape, lambda p, s: FactorizedReduce(s[0], p["out_channels"], p["affine"]),
     required=("out_channels",), defaults={"affine": True},
     macs=lambda p, i, o: math.prod(o) * i[0], doc="DARTS' reducing skip: two offset stride-2 1x1 convs",
+    source=lambda p, s: call_source("FactorizedReduce", s[0], p["out_channels"], p["affine"]),
+    source_classes=(FactorizedReduce,),
 ))
