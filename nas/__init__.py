@@ -3,6 +3,7 @@
 import nas.darts.mixed  # noqa: F401  (registers the DARTS mixed op)
 import nas.ops_cells  # noqa: F401  (registers the cell ops)
 from nas.builder import GraphModule, build, count_flops, count_params
+from nas.export import export  # the function; its package stays importable as nas.export.<module>
 from nas.graph import ArchGraph, ArchitectureError, arch_id, from_json, infer_shapes, to_json
 from nas.graph import load as load_architecture
 from nas.graph import save as save_architecture
@@ -13,7 +14,8 @@ from nas.space import Categorical, Ordinal, Preset, SearchSpace, SpaceError
 
 __all__ = [
     "ArchGraph", "ArchitectureError", "Categorical", "GraphModule", "History", "OpError", "Ordinal", "Preset",
-    "SearchSpace", "SpaceError", "arch_id", "build", "count_flops", "count_params", "from_json", "get_space",
+    "SearchSpace", "SpaceError", "arch_id", "build", "count_flops", "count_params", "export", "from_json",
+    "get_space",
     "infer_shapes", "list_spaces", "load_architecture", "optimize", "register_op", "register_space",
     "save_architecture", "to_json",
 ]

@@ -1,0 +1,334 @@
+"""Architecture graph -> one standalone, readable PyTorch source file.
+
+The file defines a `torch.nn.Module` subclass (``Net`` by default) that needs only torch and the
+standard library. Its ``__init__`` registers one submodule per node under the node's id, in the
+builder's order (so ``state_dict`` keys equal `nas.build`'s, weights load both ways, and under one seed
+``Net()`` draws the same initial weights as ``nas.build``). Its ``forward`` is straight-line code in
+topological order, one line per node, with the merges written out (``torch.cat([...], 1)``, ``a + b``,
+``h * t + x * (1.0 - t)``). Locals are reused once their value is dead (``x = self.conv(x)``), so peak
+memory is that of a hand-written network. Identity nodes have no parameters and are written as plain
+expressions rather than submodules. Auxiliary heads run in training mode and leave their outputs in
+``self.aux_outputs``, as the builder does.
+
+Module constructors come from the op table (`OpSpec.source`); graphnas-defined module classes
+(`OpSpec.source_classes`) are copied into the file. The same graph gives byte-identical source.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import keyword
+import textwrap
+from dataclasses import dataclass
+
+import networkx as nx
+
+from nas.builder import _may_run_in_place, count_flops, count_params
+from nas.graph import (
+    ArchitectureError,
+    arch_id,
+    aux_nodes,
+    aux_outputs,
+    infer_shapes,
+    input_node,
+    ordered_inputs,
+    output_node,
+    topological_order,
+)
+from nas.ops import OpError, Shape, get_op, merge_shape, resolve_params
+
+_SENTINEL = 987_654_319  # a channel count no real network has, to find where a constructor writes it
+_WIDTH = 110  # wrap long generated lines (long concatenations) near this width
+
+
+class ExportError(ValueError):
+    """An architecture cannot be exported as asked; the message names the node, op or file at fault."""
+
+
+@dataclass(frozen=True)
+class _Node:
+    name: str
+    op: str
+    params: dict
+    in_shape: Shape
+    out_shape: Shape
+    inputs: tuple[str, ...]
+    merge: str | None
+    aux: bool
+
+
+def _render(op: str, params: dict, in_shape: Shape, where: str) -> tuple[str, tuple[str, ...]]:
+    spec = get_op(op)
+    if spec.source is None:
+        raise ExportError(f"node {where!r}: op {op!r} has no source template (OpSpec.source), so it cannot be "
+                          "exported as Python; give its op-table entry a `source`")
+    out = spec.source(params, in_shape)
+    if isinstance(out, str):
+        return out, ()
+    if not (isinstance(out, tuple) and out and all(isinstance(s, str) for s in out)):
+        raise ExportError(f"op {op!r}: OpSpec.source must return a string or a tuple of strings, got {out!r}")
+    return out[0], tuple(out[1:])
+
+
+def _symbolic(node: _Node, name: str, real: int, params: dict | None = None, in_shape: Shape | None = None
+              ) -> tuple[str, tuple[str, ...]] | None:
+    """The node's constructor with the value `real` written as the variable `name`: rendered with a
+    sentinel in its place (in `params` or `in_shape`), which must map back to the real rendering. None
+    where the op does not write the value as a plain number (then the argument is not offered)."""
+    try:
+        want = _render(node.op, node.params, node.in_shape, node.name)
+        sym = _render(node.op, params or node.params, in_shape or node.in_shape, node.name)
+    except (OpError, ArithmeticError, TypeError, ValueError):
+        return None
+    token = str(_SENTINEL)
+    if token not in sym[0] or tuple(s.replace(token, str(real)) for s in (sym[0], *sym[1])) != (want[0], *want[1]):
+        return None
+    return sym[0].replace(token, name), tuple(s.replace(token, name) for s in sym[1])
+
+
+def _shape_free(node: _Node) -> bool:
+    """Whether the node's constructor and output do not depend on its input's channel count."""
+    changed = (node.in_shape[0] + 1, *node.in_shape[1:])
+    try:
+        spec = get_op(node.op)
+        same_shape = tuple(spec.shape(node.params, changed)) == (changed[0], *node.out_shape[1:])
+        same_source = _render(node.op, node.params, changed, node.name) == _render(node.op, node.params,
+                                                                                  node.in_shape, node.name)
+        return same_shape and node.in_shape == node.out_shape and same_source
+    except (OpError, ArithmeticError, TypeError, ValueError):
+        return False
+
+
+def _classifier(nodes: dict[str, _Node], sink: str) -> str | None:
+    """The linear layer whose output reaches `sink` through shape-preserving, parameter-free ops."""
+    n = nodes[sink]
+    while n.op != "linear":
+        if len(n.inputs) != 1 or n.inputs[0] not in nodes or not _shape_free(n):
+            return None
+        n = nodes[n.inputs[0]]
+    return n.name
+
+
+def _fmt_shape(shape: Shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _wrap(prefix: str, items: list[str], suffix: str, indent: str) -> list[str]:
+    """`prefix` + items joined by ', ' + `suffix`, broken over lines inside the brackets when long."""
+    line = f"{indent}{prefix}{', '.join(items)}{suffix}"
+    if len(line) <= _WIDTH:
+        return [line]
+    cont = indent + " " * len(prefix)
+    body = textwrap.wrap(", ".join(items), width=_WIDTH - len(cont), break_long_words=False,
+                         break_on_hyphens=False)
+    lines = [f"{indent}{prefix}{body[0]}"] + [cont + b for b in body[1:]]
+    lines[-1] += suffix
+    return lines
+
+
+def _comment_block(text: str, width: int = 100) -> list[str]:
+    return ["# " + w for w in textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False)]
+
+
+def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
+    """The source of a standalone module defining `class_name`, equivalent to `nas.build(g)`."""
+    if not (isinstance(class_name, str) and class_name.isidentifier() and not keyword.iskeyword(class_name)):
+        raise ExportError(f"class_name must be a Python identifier, got {class_name!r}")
+    shapes = infer_shapes(g)
+    order = topological_order(g)
+    src, out = input_node(g), output_node(g)
+    aux = aux_nodes(g)
+    aux_sinks = aux_outputs(g)
+    aux_sinks = [n for n in order if n in set(aux_sinks)]  # the builder's order for model.aux_outputs
+    params_total = count_params(g)  # also builds every module once (on the meta device): bad params raise here
+    macs = count_flops(g)
+
+    nodes: dict[str, _Node] = {}
+    for n in order:
+        if n == src:
+            continue
+        if keyword.iskeyword(n):  # other names are safe: node ids are only ever attributes (self.<id>)
+            raise ExportError(f"node id {n!r} is a Python keyword, which cannot be an attribute name in source; "
+                              "rename it")
+        d = g.nodes[n]
+        preds = ordered_inputs(g, n)
+        merge = d.get("merge") if len(preds) > 1 else None
+        in_shape = shapes[preds[0]] if merge is None else merge_shape(merge, [shapes[p] for p in preds], n)
+        params = resolve_params(d["op"], d.get("params", {}))
+        if d["op"] == "relu" and _may_run_in_place(g, n, preds, src):
+            params["inplace"] = True  # as the builder does
+        nodes[n] = _Node(n, d["op"], params, tuple(in_shape), shapes[n], tuple(preds), merge, n in aux)
+        if n not in aux:
+            bad = [p for p in preds if p in aux]
+            if bad:
+                raise ExportError(f"node {n!r} is not auxiliary but reads auxiliary node(s) {bad}; the builder "
+                                  "skips auxiliary nodes in evaluation mode, so this graph has no evaluation forward")
+    if class_name in {c.__name__ for nd in nodes.values() for c in get_op(nd.op).source_classes}:
+        raise ExportError(f"class_name {class_name!r} clashes with a class the exported file defines")
+
+    # -- constructor arguments: num_classes (the classifier's width) and in_channels ---------------------
+    init_args: list[tuple[str, int]] = []
+    symbolic: dict[str, tuple[str, tuple[str, ...]]] = {}
+    main_fc = _classifier(nodes, out)
+    if main_fc is not None:
+        k = nodes[main_fc].params["out_features"]
+        heads = [main_fc] + [c for s in aux_sinks if (c := _classifier(nodes, s)) is not None
+                             and nodes[c].params["out_features"] == k]
+        rendered = {h: _symbolic(nodes[h], "num_classes", k, params={**nodes[h].params, "out_features": _SENTINEL})
+                    for h in heads}
+        if all(r is not None for r in rendered.values()):
+            symbolic.update(rendered)
+            init_args.append(("num_classes", k))
+    consumers = list(g.successors(src))
+    if consumers and all(c in nodes and nodes[c].merge is None and c not in symbolic for c in consumers):
+        c_in = shapes[src][0]
+        rendered = {}
+        for c in consumers:
+            nd = nodes[c]
+            try:
+                same_out = tuple(get_op(nd.op).shape(nd.params, (_SENTINEL, *nd.in_shape[1:]))) == nd.out_shape
+            except (OpError, ArithmeticError, TypeError, ValueError):
+                same_out = False
+            sentinel_in = (_SENTINEL, *nd.in_shape[1:])
+            rendered[c] = _symbolic(nd, "in_channels", c_in, in_shape=sentinel_in) if same_out else None
+        if all(r is not None for r in rendered.values()):
+            symbolic.update(rendered)
+            init_args.append(("in_channels", c_in))
+
+    # -- __init__ -----------------------------------------------------------------------------------------
+    classes: list[type] = []
+    init_lines: list[str] = []
+    for n in order:
+        if n == src or nodes[n].op == "identity":
+            continue
+        nd = nodes[n]
+        expr, stmts = symbolic.get(n) or _render(nd.op, nd.params, nd.in_shape, n)
+        for cls in get_op(nd.op).source_classes:
+            if cls not in classes:
+                classes.append(cls)
+        init_lines.append(f"        self.{n} = {expr}")
+        init_lines += [f"        {s.replace('{m}', f'self.{n}')}" for s in stmts]
+
+    # -- forward: values, their last readers, and local variables ----------------------------------------
+    emission = [n for n in order if n != src and n not in aux] + [n for n in order if n in aux]
+    value = {src: src}
+    for n in emission:  # a one-input identity node holds its input's value: no line, no local of its own
+        nd = nodes[n]
+        value[n] = value[nd.inputs[0]] if nd.op == "identity" and nd.merge is None else n
+    end = len(emission)
+    last: dict[str, int] = {}
+    for i, n in enumerate(emission):
+        for p in nodes[n].inputs:
+            last[value[p]] = i
+    for n in [out, *aux_sinks]:
+        last[value[n]] = end
+    var: dict[str, str] = {src: "x"}
+    free: list[str] = []
+    counter = 0
+    fwd_main: list[str] = []
+    fwd_aux: list[str] = []
+    for i, n in enumerate(emission):
+        nd = nodes[n]
+        if value[n] != n:
+            continue
+        args = [var[value[p]] for p in nd.inputs]
+        dying = []
+        for p in dict.fromkeys(value[p] for p in nd.inputs):
+            if last[p] == i:
+                dying.append(var[p])
+        free.extend(v for v in dying if v not in free)
+        reuse = next((v for v in args if v in dying), None)
+        if reuse is None and free:
+            reuse = min(free, key=lambda v: (len(v), v))
+        if reuse is not None:
+            free.remove(reuse)
+            name = reuse
+        else:
+            counter += 1
+            name = f"x{counter}"
+        var[n] = name
+        indent = "            " if nd.aux else "        "
+        comment = f"  # {n}: {_fmt_shape(nd.out_shape)}" if nd.op == "identity" else f"  # {_fmt_shape(nd.out_shape)}"
+        if nd.merge == "concat":
+            call = "" if nd.op == "identity" else f"self.{n}("
+            lines = _wrap(f"{name} = {call}torch.cat([", args, f"], 1){')' if call else ''}", indent)
+        else:
+            if nd.merge is None:
+                merged = args[0]
+            elif nd.merge == "sum":
+                merged = " + ".join(args)
+            elif nd.merge == "mul":
+                merged = " * ".join(args)
+            else:  # gate: inputs (h, t, x)
+                h, t, x = args
+                merged = f"{h} * {t} + {x} * (1.0 - {t})"
+            lines = [f"{indent}{name} = {merged if nd.op == 'identity' else f'self.{n}({merged})'}"]
+        lines[-1] += comment
+        (fwd_aux if nd.aux else fwd_main).extend(lines)
+
+    # -- the file -------------------------------------------------------------------------------------------
+    info = g.graph
+    out_lines = [
+        f'"""{class_name}: architecture {arch_id(g)}, exported by graphnas as standalone PyTorch.',
+        "",
+        "Needs only torch. Build the found network with `" + class_name + "()`; load trained weights with",
+        '`model.load_state_dict(torch.load("weights.pt", weights_only=True))` (keys are the graph\'s node ids).',
+        '"""',
+        "",
+        f"# arch_id: {arch_id(g)}",
+    ]
+    for key in ("space", "preset"):
+        if info.get(key) is not None:
+            out_lines.append(f"# {key}: {info[key]}")
+    for key in ("assignment", "options"):
+        if info.get(key):
+            out_lines += _comment_block(f"{key}: {json.dumps(info[key], sort_keys=True)}")
+    aux_note = f" (auxiliary heads included: {len(aux_sinks)})" if aux_sinks else ""
+    out_lines += [
+        f"# params: {params_total:,}{aux_note}",
+        f"# FLOPs (multiply-accumulates, one sample): {macs:,}",
+        f"# input shape (without batch): {tuple(shapes[src])}; output shape: {tuple(shapes[out])}",
+        "",
+        "import torch",
+        "from torch import nn",
+        "",
+    ]
+    for cls in classes:
+        out_lines += ["", *inspect.getsource(cls).rstrip("\n").split("\n"), ""]
+    sig = "".join(f", {a}: int = {v}" for a, v in init_args)
+    doc = f"The found network: input (N, {', '.join(map(str, shapes[src]))}), output (N, " \
+          f"{', '.join(map(str, shapes[out]))})."
+    out_lines += [
+        "",
+        f"class {class_name}(nn.Module):",
+        f'    """{doc}"""',
+        "",
+        "    aux_outputs: list[torch.Tensor]  # auxiliary heads' outputs of the last training-mode forward",
+        "",
+        f"    def __init__(self{sig}):",
+        "        super().__init__()",
+        *init_lines,
+        "        self.aux_outputs = []",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        *fwd_main,
+    ]
+    if aux_sinks:
+        out_lines += [
+            "        if self.training:  # auxiliary heads, for the training loss only",
+            *fwd_aux,
+            f"            self.aux_outputs = [{', '.join(var[value[s]] for s in aux_sinks)}]",
+            "        else:",
+            "            self.aux_outputs = []",
+        ]
+    out_lines.append(f"        return {var[value[out]]}")
+    text = "\n".join(out_lines) + "\n"
+    if value[out] == src:
+        raise ArchitectureError("the output node is the input itself; there is no network to export")
+    try:
+        compile(text, f"<export of {arch_id(g)}>", "exec")
+    except SyntaxError as e:  # a bug of ours or of an op's source template, never of the user's graph
+        raise ExportError(f"generated source does not compile (line {e.lineno}: {e.msg}); an op's "
+                          "OpSpec.source may write invalid Python") from None
+    return text
