@@ -114,6 +114,9 @@ def _window_geometry(p: dict, in_shape: Shape, op: str, default_pad: bool) -> tu
         pad = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d, strict=True)) if default_pad else (0,) * n
     else:
         pad = _tuple(p["padding"], n, f"{op}.padding")
+    for what, values, least in (("kernel_size", k, 1), ("stride", s, 1), ("dilation", d, 1), ("padding", pad, 0)):
+        if min(values) < least:
+            raise OpError(f"{op}.{what} must be >= {least}, got {list(values)}")
     return k, s, pad, d
 
 
