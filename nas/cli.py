@@ -158,6 +158,34 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nas.export import export
+    from nas.export_source import ExportSource, resolve
+    from nas.registry import list_spaces
+
+    is_space = not Path(args.source).exists() and (args.source in list_spaces() or ":" in args.source)
+    if is_space or args.preset or args.set:
+        args.space = args.source
+        src = ExportSource(_arch_from_args(args), description=f"space {args.source}")
+    else:
+        src = resolve(args.source, rank=args.rank)
+    weights = None
+    if args.weights_file:
+        weights = args.weights_file
+    elif args.weights:
+        if src.weights is None:
+            raise CLIError(f"--weights: no trained weights were found for {src.description}")
+        weights = src.weights
+    files = export(src.arch, args.format, args.out, weights=weights, with_train=args.with_train,
+                   train_config=src.train or None)
+    print(f"exported {src.description} as {args.format}:")
+    for f in files:
+        print(f"  {f}")
+    return 0
+
+
 def _add_arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="space name, 'package.module:name' or 'file.py:name'")
     p.add_argument("--preset", help="a preset of the space (see `nas spaces`)")
@@ -206,6 +234,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a TOML or YAML file holding any of these settings")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="export an architecture as a ready-to-train model")
+    p.add_argument("source", help="a search's output folder, an architecture .json file, or a space name "
+                                  "(with --preset / --set)")
+    p.add_argument("--format", default="python", choices=["python", "json", "torchscript", "onnx"])
+    p.add_argument("--out", required=True, help="the model file to write, e.g. net.py")
+    p.add_argument("--rank", type=int, default=1, help="from a search folder: the K-th best architecture")
+    p.add_argument("--weights", action="store_true", help="include the trained weights (a search's trial)")
+    p.add_argument("--weights-file", help="a state dict file to include (loaded with weights_only=True)")
+    p.add_argument("--with-train", action="store_true", help="also write train.py with the search's settings")
+    p.add_argument("--preset")
+    p.add_argument("--set", action="append", metavar="VAR=VALUE")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--input-shape")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -213,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     from nas.config import ConfigError
+    from nas.export import ExportError
+    from nas.export_source import ExportSourceError
     from nas.graph import ArchitectureError
     from nas.ops import OpError
     from nas.search import SearchError
@@ -220,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, SpaceError, ArchitectureError, OpError, ConfigError, SearchError, FileNotFoundError) as e:
+    except (CLIError, SpaceError, ArchitectureError, OpError, ConfigError, SearchError, ExportError,
+            ExportSourceError, FileNotFoundError) as e:
         print(f"nas {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -94,3 +94,20 @@ def test_plugin_space_searched_through_the_cli(tmp_path):
     best = json.loads((out / "best.json").read_text())
     assert best["arch"]["graph"]["space"] == "toy"
     assert len((out / "evaluations.jsonl").read_text().splitlines()) == 3
+    # ... and exported as a ready-to-train model with the trial's trained weights
+    p = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(out), "--format", "python", "--out",
+                        str(tmp_path / "model" / "net.py"), "--weights", "--with-train"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("exported_net", tmp_path / "model" / "net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.Net()
+    net.load_state_dict(torch.load(tmp_path / "model" / "net.weights.pt", weights_only=True))
+    trained = torch.load(out / "best_weights.pt", weights_only=True)
+    assert all(torch.equal(v, trained[k]) for k, v in net.state_dict().items())
+    assert (tmp_path / "model" / "train.py").is_file()

@@ -1,0 +1,89 @@
+"""What `nas export SOURCE` exports: a search's output folder (best, or --rank K), an architecture JSON
+file, or a space's preset/assignment; with the trained weights and training settings where they exist."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from nas.graph import arch_id, load
+from nas.results import RunFolder
+
+
+class ExportSourceError(ValueError):
+    """SOURCE names nothing exportable; the message says what was looked for."""
+
+
+@dataclass
+class ExportSource:
+    arch: nx.DiGraph
+    weights: Path | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def _trial_weights(folder: Path, trial_id: str, aid: str) -> Path | None:
+    """The trial's final model.pt in the Tune storage of a run folder, if it is still there."""
+    hits = sorted((folder / "ray").glob(f"session-*/trial_{trial_id}_{aid}/checkpoint_*/model.pt"))
+    return hits[-1] if hits else None
+
+
+def from_run_folder(folder: Path, rank: int = 1) -> ExportSource:
+    run = RunFolder(folder)
+    if not run.config_file.is_file():
+        raise ExportSourceError(f"{folder} is not a search's output folder (no config.json)")
+    config = json.loads(run.config_file.read_text())
+    ranked = run.ranked([r for r in run.records() if not r.get("cached")], "max")
+    if not ranked:
+        raise ExportSourceError(f"{folder}: no candidate finished successfully; nothing to export")
+    if not 1 <= rank <= len(ranked):
+        raise ExportSourceError(f"{folder}: --rank must be 1..{len(ranked)} (architectures trained), got {rank}")
+    rec = ranked[rank - 1]
+    if rank == 1 and run.best_file.is_file():
+        arch = load(run.best_file)
+    else:
+        from nas.config import SearchConfig
+        from nas.registry import get_space
+        from nas.search import dataset_shape
+
+        cfg = SearchConfig.from_dict(config, str(run.config_file))
+        shape, n_classes = dataset_shape(cfg)
+        arch = get_space(cfg.space).graph(rec["assignment"], num_classes=n_classes, input_shape=shape,
+                                          **cfg.space_options)
+    if arch_id(arch) != rec["arch_id"]:
+        raise ExportSourceError(f"{folder}: rank {rank} is architecture {rec['arch_id']}, but rebuilding it gave "
+                                f"{arch_id(arch)}; was the space changed since the search?")
+    weights = _trial_weights(folder, rec["trial_id"], rec["arch_id"])
+    if weights is None and rank == 1 and run.weights_file.is_file():
+        weights = run.weights_file
+    return ExportSource(arch, weights, _train_settings(config.get("train")),
+                        f"rank {rank} of {folder} ({rec['arch_id']}, val_accuracy {rec['value']:.4f})")
+
+
+def _train_settings(train: Any) -> dict[str, Any]:
+    """The search's training settings that a generated train.py uses (data location is its --data)."""
+    from dataclasses import fields
+
+    from nas.export import TrainConfig
+
+    keep = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in (train or {}).items() if k in keep} if isinstance(train, dict) else {}
+
+
+def resolve(source: str, rank: int = 1) -> ExportSource:
+    path = Path(source)
+    if path.is_dir():
+        return from_run_folder(path, rank)
+    if path.is_file():
+        data = json.loads(path.read_text()) if path.suffix == ".json" else None
+        if data is None:
+            raise ExportSourceError(f"{path}: expected an architecture .json file or a search's output folder")
+        arch = load(path)
+        weights = path.parent / "best_weights.pt" if "arch" in data else None
+        return ExportSource(arch, weights if weights and weights.is_file() else None,
+                            _train_settings(data.get("train")) if isinstance(data, dict) else {}, str(path))
+    raise ExportSourceError(f"{source!r} is neither a folder nor a file; for a space use --preset or --set")
