@@ -340,20 +340,28 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}_{trial.config.get('arch_id', '')}"
 
 
+def connect_ray(address: str | None) -> None:
+    """Join the Ray cluster at `address` (None: start one on this machine) unless already connected."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as e:
+        raise SearchError(f"no Ray cluster at --address {address!r} ({e}); start one with `ray start "
+                          "--head`, or leave out --address to run on this machine") from None
+
+
 def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     import ray
     from ray import tune
 
     from workers.trainable import train_architecture
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        try:
-            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except ConnectionError as e:
-            raise SearchError(f"no Ray cluster at --address {cfg.address!r} ({e}); start one with `ray start "
-                              "--head`, or leave out --address to run on this machine") from None
+    connect_ray(cfg.address)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     workers = cfg.workers or max(1, int(cpus // max(cfg.cpus_per_trial, 1e-9)))
     scheduler = None

@@ -32,16 +32,12 @@ from typing import Any
 
 import torch
 
-from workers.trainable import cached_dataset, resolve_data_root, train_settings
+from workers.trainable import _limit_threads, _report, _ReportError, cached_dataset, resolve_data_root, train_settings
 from workers.training import default_device
 
 SUPERNET_FILE = "supernet.pt"
 STATE_FILE = "search_state.pth"
 HISTORY_FILE = "darts_history.json"
-
-
-class _ReportError(Exception):
-    """Ray failed while taking a report: not the search's fault."""
 
 
 def darts_search_trial(config: dict[str, Any]) -> None:
@@ -60,25 +56,6 @@ def darts_search_trial(config: dict[str, Any]) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     tune.report({"status": "failed", "error": error, **progress})
-
-
-def _report(tune, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
-    try:
-        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
-        tune.report(metrics, checkpoint=ckpt)
-    except Exception as e:
-        raise _ReportError() from e
-
-
-def _limit_threads() -> None:
-    try:
-        from ray import tune
-
-        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 0)
-    except Exception:  # not in a Tune session
-        return
-    if cpus >= 1:
-        torch.set_num_threads(int(cpus))
 
 
 def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,20 +153,12 @@ def _alphas_record(net: Supernet, history: list[dict[str, Any]]) -> dict[str, An
 def _search_trial(cfg: SearchConfig, settings: DartsSettings, net: Supernet, folder: RunFolder,
                   log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Run the supernet search as one Tune trial; returns its per-epoch history."""
-    import ray
     from ray import tune
 
-    from nas.search import SearchError
+    from nas.search import SearchError, connect_ray
     from workers.darts_trainable import HISTORY_FILE, darts_search_trial
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        try:
-            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except ConnectionError as e:
-            raise SearchError(f"no Ray cluster at --address {cfg.address!r} ({e}); start one with `ray start "
-                              "--head`, or leave out --address to run on this machine") from None
+    connect_ray(cfg.address)
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k in _DATA_KEYS}
     config = {"supernet": to_dict(net.graph), "darts": settings.to_dict(), "train": train}
     storage = (folder.path / "ray").resolve()
