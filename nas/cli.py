@@ -85,6 +85,12 @@ def _arch_from_args(args: argparse.Namespace):
 
     space = get_space(args.space)
     assignment = _parse_sets(space, args.set or [])
+    if getattr(args, "arch", None):  # a NAS-Bench-201 cell string; --set overrides its edges
+        from search_spaces.nb201 import nb201_assignment_from_string
+
+        if space.name != "nb201":
+            raise CLIError(f"--arch takes a NAS-Bench-201 cell string, for the space nb201 (not {args.space!r})")
+        assignment = {**nb201_assignment_from_string(args.arch), **assignment}
     return space.graph(assignment, preset=args.preset, num_classes=args.num_classes,
                        input_shape=_parse_shape(args.input_shape), partial=True,
                        **_parse_options(args.option or []))
@@ -207,6 +213,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_arch_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object: params, flops, output_shape, arch_id, ...")
     p.add_argument("--all", action="store_true", help="show every node")
+    p.add_argument("--arch", help="nb201 only: a cell string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("search", help="run (or resume) a search on Ray")

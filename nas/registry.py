@@ -26,6 +26,7 @@ BUILTIN_SPACES: dict[str, str] = {
     "densenet": "search_spaces.densenet:densenet_space",
     "highway": "search_spaces.highway:highway_space",
     "darts": "search_spaces.darts:darts_space",
+    "nb201": "search_spaces.nb201:nb201_space",
 }
 
 _registered: dict[str, Any] = {}
