@@ -112,6 +112,7 @@ _SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig
     "out": (None, "out"), "address": (None, "address"), "workers": (None, "workers"),
     "cpus_per_trial": (None, "cpus_per_trial"), "max_params": (None, "max_params"),
     "max_flops": (None, "max_flops"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
+    "table": (None, "table"),
     "dataset": ("train", "dataset"), "data_root": ("train", "data_root"), "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"), "optimizer": ("train", "optimizer"), "lr": ("train", "lr"),
 }
@@ -192,6 +193,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nas.bench import BenchError, run_bench, strategy_options
+    from workers.tabular import TableError
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        options = strategy_options(strategies, args.strategy_option or [], args.population_size, args.sample_size)
+        report = run_bench(args.table, strategies, args.seeds, args.budget_seconds, options,
+                           first_seed=args.first_seed, space=args.space, out=args.out)
+    except (BenchError, TableError) as e:
+        raise CLIError(str(e)) from None
+    print()
+    print(report["summary"], end="")
+    if args.out:
+        print(f"files: {args.out}/summary.txt, results.json, test_vs_time.png")
+    return 0
+
+
 def _add_arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="space name, 'package.module:name' or 'file.py:name'")
     p.add_argument("--preset", help="a preset of the space (see `nas spaces`)")
@@ -235,12 +254,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=int, help="reject larger proposals before training (they use no budget)")
     p.add_argument("--max-flops", type=int, help="likewise for multiply-accumulates per sample")
     p.add_argument("--asha", action="store_true", default=None, help="ASHA early stopping of weak candidates")
+    p.add_argument("--table", help="NAS-Bench-201 CSV (--space nb201): look candidates up instead of training")
     p.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
                    help="e.g. population_size=20 (repeatable)")
     p.add_argument("--space-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--config", help="a TOML or YAML file holding any of these settings")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("bench", help="strategies on the NAS-Bench-201 table, many seeds, simulated time (no Ray)")
+    p.add_argument("--space", default="nb201", help="the tabular space (nb201)")
+    p.add_argument("--table", required=True, help="the NAS-Bench-201 CSV (e.g. shared/data/nb201/nb201.csv)")
+    p.add_argument("--strategies", default="random,evolution,combo", help="comma-separated (default %(default)s)")
+    p.add_argument("--budget-seconds", type=float, default=12000.0,
+                   help="simulated seconds per run, 12 epochs charged per evaluation (default %(default)g)")
+    p.add_argument("--seeds", type=int, default=100, help="runs per strategy (default %(default)s)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (default 0)")
+    p.add_argument("--population-size", type=int, help="evolution's population size (bench default 15)")
+    p.add_argument("--sample-size", type=int, help="evolution's tournament size (bench default 10)")
+    p.add_argument("--strategy-option", action="append", metavar="[STRATEGY.]KEY=VALUE",
+                   help="e.g. evolution.population_size=20 or combo.fit=map (repeatable)")
+    p.add_argument("--out", help="folder for summary.txt, results.json, test_vs_time.png")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export an architecture as a ready-to-train model")
     p.add_argument("source", help="a search's output folder, an architecture .json file, or a space name "

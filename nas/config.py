@@ -47,6 +47,7 @@ class SearchConfig:
     reuse_actors: bool = True
     max_params: int | None = None  # larger proposals are rejected before evaluation (no budget used)
     max_flops: int | None = None  # likewise, multiply-accumulates per sample
+    table: str | None = None  # a NAS-Bench-201 CSV: look candidates up instead of training them (workers/tabular.py)
     space_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)

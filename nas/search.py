@@ -30,7 +30,7 @@ from nas.strategies.base import Strategy
 METRIC, MODE = "val_accuracy", "max"
 
 # settings that define a search: a resumed run must keep them
-_IDENTITY_KEYS = ("space", "strategy", "seed", "space_options", "strategy_options", "train")
+_IDENTITY_KEYS = ("space", "strategy", "seed", "space_options", "strategy_options", "train", "table")
 
 
 class SearchError(RuntimeError):
@@ -304,6 +304,10 @@ def _restore_strategy(strategy: Strategy, folder: RunFolder, records: list[dict[
 
 
 def dataset_shape(cfg: SearchConfig) -> tuple[tuple[int, ...], int]:
+    if cfg.table is not None:  # tabular mode: the benchmark's network, looked up instead of trained
+        from workers.tabular import table_data_shape
+
+        return table_data_shape(cfg.space, cfg.table)
     from workers.datasets import load_dataset
 
     data = load_dataset(cfg.train.dataset, root=cfg.train.data_root, seed=cfg.train.data_seed)
@@ -361,6 +365,11 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
 
     from workers.trainable import train_architecture
 
+    trainable = train_architecture
+    if cfg.table is not None:
+        from workers.tabular import tabular_trainable
+
+        trainable = tabular_trainable(cfg.table, cfg.seed)
     connect_ray(cfg.address)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     workers = cfg.workers or max(1, int(cpus // max(cfg.cpus_per_trial, 1e-9)))
@@ -374,7 +383,7 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
     storage = (state.folder.path / "ray").resolve()
     session = f"session-{len(list(storage.glob('session-*'))) if storage.exists() else 0}"
     tuner = tune.Tuner(
-        tune.with_resources(train_architecture, resources),
+        tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(search_alg=_make_searcher(state),
                                     num_samples=max(cfg.budget - len(state.records), 1), scheduler=scheduler,
                                     max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors,
@@ -385,6 +394,8 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
             callbacks=[_make_weights_callback(state)],
         ),
     )
+    what = (f"looked up in {cfg.table}" if cfg.table is not None
+            else f"{cfg.train.dataset}, {cfg.train.epochs} epoch(s) per candidate")
     state.log(f"searching {cfg.space} with {cfg.strategy}: budget {cfg.budget}, {workers} trial(s) at once, "
-              f"{cfg.train.dataset}, {cfg.train.epochs} epoch(s) per candidate -> {state.folder.path}")
+              f"{what} -> {state.folder.path}")
     tuner.fit()
