@@ -27,6 +27,7 @@ BUILTIN_SPACES: dict[str, str] = {
     "highway": "search_spaces.highway:highway_space",
     "darts": "search_spaces.darts:darts_space",
     "nb201": "search_spaces.nb201:nb201_space",
+    "timeception": "search_spaces.timeception:timeception_space",
 }
 
 _registered: dict[str, Any] = {}
