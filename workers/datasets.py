@@ -10,7 +10,8 @@ of its own (digits; an npy folder without ``x_test.npy``); ``val_fraction`` of t
 training examples is held out for validation when the data set has no validation split of its own.
 
 Sets: ``digits`` (scikit-learn's 8x8 digits, embedded), ``cifar10`` (the binary distribution), ``npy``
-(a folder of ``.npy`` arrays).
+(a folder of ``.npy`` arrays); video (`workers.video_data`): ``moving_digits[:options]`` (generated clips)
+and ``clips`` (a folder of ``.npy`` clips per class).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
     for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not (isinstance(v, int | float) and 0 < v < 1):
             raise DatasetError(f"{what} must be a number in (0, 1), got {v!r}")
+    from workers.video_data import is_video_dataset, load_video_arrays
+
     key = name.lower() if isinstance(name, str) else name
     if key == "digits":
         x, y = _digits()
@@ -88,8 +91,11 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
             raise DatasetError("data set 'npy' needs root=<folder holding x_train.npy and y_train.npy>")
         arrays = read_npy_folder(root)
         splits = _split_all(*arrays, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    elif is_video_dataset(key):
+        x, y = load_video_arrays(key, root)
+        splits = _split_all(x, y, None, None, None, None, seed, val_fraction, test_fraction)
     else:
-        raise DatasetError(f"unknown data set {name!r}; known: cifar10, digits, npy")
+        raise DatasetError(f"unknown data set {name!r}; known: cifar10, clips, digits, moving_digits, npy")
     (xtr, ytr), (xv, yv), (xte, yte) = splits
     num_classes = int(max(ytr.max(initial=-1), yv.max(initial=-1), yte.max(initial=-1))) + 1
     xtr, xv, xte = (_as_float(a) for a in (xtr, xv, xte))
