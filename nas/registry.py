@@ -28,6 +28,7 @@ BUILTIN_SPACES: dict[str, str] = {
     "darts": "search_spaces.darts:darts_space",
     "nb201": "search_spaces.nb201:nb201_space",
     "timeception": "search_spaces.timeception:timeception_space",
+    "video": "search_spaces.video:video_space",
 }
 
 _registered: dict[str, Any] = {}

@@ -22,6 +22,7 @@ from nas.graph import ArchitectureError, aux_nodes
 
 TOL = 1e-5
 IMAGE_SIDES = (64, 75, 96, 128)  # presets of RGB image networks are built at the first side that fits
+SMALL_CLIP = (3, 8, 64, 64)  # presets of RGB video networks are built at this clip size
 RANDOM_SEEDS = (0, 1, 2)
 
 
@@ -34,6 +35,8 @@ def _space(name: str) -> nas.SearchSpace:
 
 def _small_preset(space: nas.SearchSpace, preset: str, **options) -> nas.ArchGraph:
     shape = space.presets[preset].input_shape
+    if shape is not None and len(shape) == 4 and shape[0] == 3:
+        return space.graph(preset=preset, num_classes=10, input_shape=SMALL_CLIP, **options)
     if shape is None or len(shape) != 3 or shape[0] != 3:
         return space.graph(preset=preset, num_classes=10, **options)
     errors = []
