@@ -252,6 +252,8 @@ def test_every_preset_inflates():
                 assert s3[n][:1] + s3[n][2:] == s2[n] and s3[n][1] in (1, 8), (label, n)
             else:
                 assert s3[n] == s2[n], (label, n)
+        if "highway_fc" in label:  # flattens its input: the clip's mean over time first
+            assert g3.nodes["flatten_tmean"]["params"] == {"output_size": [1, 28, 28]}, label
         if key in COUNTED or key is None and "googlenet" in label:
             _check_conv_params(label, g2, g3)
 
