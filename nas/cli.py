@@ -239,7 +239,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="search space (default resnet)")
     p.add_argument("--strategy", help="evolution | random | combo | darts (default evolution)")
     p.add_argument("--budget", type=int, help="number of evaluations (default 20)")
-    p.add_argument("--dataset", help="digits (default) | cifar10 | npy")
+    p.add_argument("--dataset", help="digits (default) | cifar10 | npy | moving_digits[:options] | clips")
     p.add_argument("--data-root", help="folder of the data set (cifar10, npy)")
     p.add_argument("--epochs", type=int, help="training epochs per candidate")
     p.add_argument("--batch-size", type=int)
