@@ -8,6 +8,7 @@ from nas.export import export  # the function; its package stays importable as n
 from nas.graph import ArchGraph, ArchitectureError, arch_id, from_json, infer_shapes, to_json
 from nas.graph import load as load_architecture
 from nas.graph import save as save_architecture
+from nas.inflate import InflateError, inflate, inflate_model, inflate_state_dict
 from nas.ops import OpError, register_op
 from nas.optimize import History, optimize
 from nas.registry import get_space, list_spaces, register_space
@@ -17,6 +18,7 @@ __all__ = [
     "ArchGraph", "ArchitectureError", "Categorical", "GraphModule", "History", "OpError", "Ordinal", "Preset",
     "SearchSpace", "SpaceError", "arch_id", "build", "count_flops", "count_params", "export", "from_json",
     "get_space",
-    "infer_shapes", "list_spaces", "load_architecture", "optimize", "register_op", "register_space",
+    "InflateError", "infer_shapes", "inflate", "inflate_model", "inflate_state_dict",
+    "list_spaces", "load_architecture", "optimize", "register_op", "register_space",
     "save_architecture", "to_json",
 ]

@@ -91,9 +91,18 @@ def _arch_from_args(args: argparse.Namespace):
         if space.name != "nb201":
             raise CLIError(f"--arch takes a NAS-Bench-201 cell string, for the space nb201 (not {args.space!r})")
         assignment = {**nb201_assignment_from_string(args.arch), **assignment}
-    return space.graph(assignment, preset=args.preset, num_classes=args.num_classes,
-                       input_shape=_parse_shape(args.input_shape), partial=True,
-                       **_parse_options(args.option or []))
+    g = space.graph(assignment, preset=args.preset, num_classes=args.num_classes,
+                    input_shape=_parse_shape(args.input_shape), partial=True, **_parse_options(args.option or []))
+    if getattr(args, "inflate", None) is not None:
+        from nas.inflate import InflateError, inflate
+
+        if args.inflate < 1:
+            raise CLIError(f"--inflate takes a number of frames >= 1, got {args.inflate}")
+        try:
+            g = inflate(g, args.inflate)
+        except InflateError as e:
+            raise CLIError(f"--inflate: {e}") from None
+    return g
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -218,6 +227,8 @@ def _add_arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a space option (repeatable)")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--input-shape", help="C,H,W (or C,T,H,W), without the batch dimension")
+    p.add_argument("--inflate", type=int, metavar="FRAMES",
+                   help="inflate the 2D network to a video one on FRAMES frames (I3D: k x k -> k x k x k)")
 
 
 def make_parser() -> argparse.ArgumentParser:

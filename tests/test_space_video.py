@@ -308,3 +308,17 @@ def test_time_downsample_no_keeps_every_frame():
 def test_non_clip_input_is_refused_with_its_shape():
     with pytest.raises(SpaceError, match=r"video.*\(C, T, H, W\).*\(3, 32, 32\)"):
         SPACE.graph(input_shape=(3, 32, 32), partial=True)
+
+
+def test_inflated_inception_v1_has_the_i3d_preset_s_count(capsys):
+    """I3D is Inception-v1 inflated: the inception space's GoogLeNet (3x3 'double' branches, as
+    torchvision's) inflated k x k -> k x k x k has the i3d preset's parameter count."""
+    assert main(["describe", "inception", "--preset", "googlenet_torchvision", "--num-classes", "400",
+                 "--inflate", "16", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["params"] == COUNTS["i3d"] and summary["input_shape"] == [3, 16, 224, 224]
+
+
+def test_inflating_a_video_network_is_refused(capsys):
+    assert main(["describe", "video", "--preset", "r3d_18", "--inflate", "4"]) == 2
+    assert "already a (C, T, H, W) video" in capsys.readouterr().err
