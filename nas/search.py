@@ -314,7 +314,13 @@ def dataset_shape(cfg: SearchConfig) -> tuple[tuple[int, ...], int]:
     return tuple(data.input_shape), int(data.num_classes)
 
 
-def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], None] = print) -> SearchOutcome:
+def print_line(line: str) -> None:
+    """The default log: a module-level function, so the search state that holds it pickles by reference
+    even where a library has replaced ``builtins.print`` (Ray does, in some of its modules)."""
+    print(line, flush=True)
+
+
+def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], None] = print_line) -> SearchOutcome:
     """Run (or resume) a search to its budget and return what it found."""
     folder = RunFolder(cfg.out)
     _check_resume(folder, cfg, resume)

@@ -348,6 +348,7 @@ def test_op_sources_construct_the_builders_modules():
     """repr of a module lists every constructor argument: the source and the builder must agree on all."""
     import nas.ops
     import nas.ops_cells
+    import nas.ops_video
 
     graphs = [make() for make in GRAPHS.values()]
     for name in nas.list_spaces():
@@ -356,7 +357,7 @@ def test_op_sources_construct_the_builders_modules():
         except Exception:
             continue
         graphs.append(space.graph(space.defaults()))
-    namespace = {"torch": torch, "nn": torch.nn, **vars(nas.ops), **vars(nas.ops_cells)}
+    namespace = {"torch": torch, "nn": torch.nn, **vars(nas.ops), **vars(nas.ops_cells), **vars(nas.ops_video)}
     seen = set()
     for g in graphs:
         shapes = nas.infer_shapes(g)

@@ -4,6 +4,7 @@ architecture (a 3D network on the data's clip shape) and, for DARTS, the derived
 
 from __future__ import annotations
 
+import builtins
 import json
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def _search(out: Path, space: str, strategy: str, budget: int, *extra: str) -> l
     ("video", "combo", ["--strategy-option", "n_initial=2", "--strategy-option", "fit=map"]),
     ("timeception", "random", ["--space-option", "width=8", "--space-option", "hidden=0"]),
 ])
-def test_strategy_searches_a_video_space(cluster, tmp_path, space, strategy, extra):
+def test_strategy_searches_a_video_space(cluster, tmp_path, monkeypatch, space, strategy, extra):
+    original = builtins.print  # some Ray modules replace builtins.print; the search must not pickle it
+    monkeypatch.setattr(builtins, "print", lambda *args, **kwargs: original(*args, **kwargs))
     rows = _search(tmp_path / "run", space, strategy, 3, *extra)
     assert len(rows) == 3
     ok = [r for r in rows if r["status"] == "ok"]
