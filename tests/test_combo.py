@@ -329,3 +329,26 @@ def test_minimisation_through_optimize_with_mixed_variables():
                            fit="map", n_spray=200, n_starts=5)
     assert len(history) == 25 and history.best_value <= 1.0
     assert isinstance(make_strategy("combo", as_space(variables)), Combo)
+
+
+BUILTIN_SPACES = ("vgg", "inception", "resnet", "densenet", "highway", "darts", "nb201", "timeception", "video")
+
+
+@pytest.mark.parametrize("name", BUILTIN_SPACES)
+def test_combo_searches_every_built_in_space_on_its_architectures(name):
+    """COMBO's product graph of each built-in space's variables, its GP fit and acquisition, on an objective
+    computed from the architecture (fewer parameters is better); candidates that fail to build are told as
+    failures and the search goes on."""
+    space = nas.get_space(name)
+    assert name in nas.list_spaces()
+
+    def small(a: dict) -> float:
+        return -math.log(nas.count_params(space.graph(a)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ComboWarning)
+        history = nas.optimize(small, space, strategy="combo", budget=9, seed=0, n_initial=5, fit="map",
+                               n_spray=100, n_starts=4)
+    keys = {assignment_key(space, space.validate(e.assignment)) for e in history.evaluations}
+    assert len(history) == 9 and len(keys) == 9  # every assignment valid, none proposed twice
+    assert any(e.value is not None for e in history.evaluations[5:]), [e.error for e in history.evaluations]
