@@ -1,9 +1,25 @@
-"""Shared test setup: one torch thread (this project's machines have 2 cores, shared with Ray workers)."""
+"""Shared test setup: one torch thread (this project's machines have 2 cores, shared with Ray workers), and
+one local Ray cluster per test module that asks for it (``ray.init`` takes seconds)."""
 
 import os
+from pathlib import Path
 
+import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A 2-CPU Ray cluster on this machine for the module's tests, its temp dir in pytest's; yields its
+    address (for ``--address``)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
+             configure_logging=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -4,7 +4,6 @@ architecture, the alpha history and plot, and the retrained network journaled li
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,17 +12,8 @@ import nas
 from nas.cli import main
 from search_spaces.darts import darts_space
 
-ray = pytest.importorskip("ray")
-REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("ray")
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False,
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield
-    ray.shutdown()
 
 
 def test_darts_search_writes_derived_architecture_alphas_and_retrained_result(cluster, tmp_path, capsys):

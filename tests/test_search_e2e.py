@@ -20,17 +20,9 @@ from nas.config import SearchConfig, TrainConfig
 from nas.graph import ArchGraph
 from nas.search import SearchError, run_search
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False,
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 def quick(out: Path, **kw) -> SearchConfig:

@@ -13,19 +13,10 @@ import pytest
 import nas
 from nas.cli import main
 
-ray = pytest.importorskip("ray")
-REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("ray")
 DATA = "moving_digits:per_class=6,side=8"
 CLIP = [1, 20, 8, 8]
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False,
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield
-    ray.shutdown()
 
 
 def _search(out: Path, space: str, strategy: str, budget: int, *extra: str) -> list[dict]:

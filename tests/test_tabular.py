@@ -151,20 +151,8 @@ def test_tabular_search_settings_are_checked_before_ray_starts(tmp_path):
 # -- through Ray -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    import os
 
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False,
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield
-    ray.shutdown()
-
-
-def test_tabular_search_through_ray(ray_cluster, tmp_path, table):
+def test_tabular_search_through_ray(cluster, tmp_path, table):
     out = tmp_path / "run"
     cfg = SearchConfig(space="nb201", strategy="evolution", budget=10, seed=3, out=str(out), table=str(TABLE),
                        workers=2, strategy_options={"population_size": 4, "sample_size": 2})
