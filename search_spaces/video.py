@@ -137,18 +137,13 @@ def _resnet_stem(x: _Clip, a: dict) -> None:
     st = x.strides(1, 2)
     if a["stem"] == "3d":
         _conv(x, "stem_0", base, (3, 7, 7), st)
-    else:
-        x.add("stem_0", "conv", out_channels=45 * base // 64, kernel_size=[1, 7, 7], stride=list(st),
-              padding=[0, 3, 3])
-        x.track(45 * base // 64, (1, 7, 7), st, ((0, 0), (3, 3), (3, 3)))
         x.add("stem_1", "bn")
         x.add("stem_2", "relu")
-        _conv(x, "stem_3", base, (3, 1, 1), (1, 1, 1))
+    else:  # R2Plus1dStem: 1x7x7 to 45/64 of the width, then 3x1x1
+        _conv(x, "stem_3", base, (3, 7, 7), st, factorise=True, mid=45 * base // 64,
+              mid_names=("stem_0", "stem_1", "stem_2"))
         x.add("stem_4", "bn")
         x.add("stem_5", "relu")
-        return
-    x.add("stem_1", "bn")
-    x.add("stem_2", "relu")
 
 
 def _resnet_block(x: _Clip, name: str, planes: int, stride: tuple[int, int, int], a: dict, temporal: int,
