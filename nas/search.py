@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,7 +128,9 @@ class SearchState:
                 continue
             too_large = _over_limits(g, self.cfg)
             if too_large:
-                self.strategy.tell(assignment, None)
+                with warnings.catch_warnings():  # counted and reported as skipped proposals, not failures
+                    warnings.simplefilter("ignore")
+                    self.strategy.tell(assignment, None)
                 self.n_rejected += 1
                 rejected_in_a_row += 1
                 if rejected_in_a_row >= MAX_REJECTIONS_IN_A_ROW:

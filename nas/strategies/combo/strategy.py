@@ -107,6 +107,7 @@ class Combo(Strategy):
         self.samples: list[list[float]] = []  # hyperparameter samples of the last fit
         self.samples_for: int | None = None  # n_told when they were made
         self.burned_in = False
+        self._warned_successes: int | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -118,7 +119,8 @@ class Combo(Strategy):
         taken = self._taken()
         ok = self._successes()
         if len(self.observations) + len(self.pending) < self.n_initial or len(ok) < 2:
-            if len(self.observations) >= self.n_initial and len(ok) < 2:
+            if len(self.observations) >= self.n_initial and len(ok) < 2 and self._warned_successes != len(ok):
+                self._warned_successes = len(ok)  # once per count, not at every ask of a run of failures
                 warnings.warn(f"combo: only {len(ok)} successful evaluation(s) so far; proposing random "
                               "assignments until there are two", ComboWarning, stacklevel=2)
             a = self._random(taken)
