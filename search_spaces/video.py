@@ -48,6 +48,7 @@ from __future__ import annotations
 from typing import Any
 
 from nas.graph import ArchGraph
+from nas.ops import get_op, merge_shape, resolve_params
 from nas.space import Categorical, Ordinal, Preset, SearchSpace, SpaceError
 
 FAMILIES = ("resnet", "c3d", "i3d")
@@ -75,26 +76,35 @@ I3D_BN = {"eps": 1e-3, "momentum": 0.01}
 
 
 class _Clip:
-    """The builder's cursor: the current node and its (C, T, H, W) shape."""
+    """The builder's cursor: the current node, and every node's shape, computed by the op table as each
+    node is added (the strides and 'SAME' pads depend on the sizes reached)."""
 
     def __init__(self, g: ArchGraph, node: str, shape: tuple[int, ...]) -> None:
         self.g, self.node = g, node
-        self.c, self.t, self.h, self.w = shape
+        self.shapes: dict[str, tuple[int, ...]] = {node: tuple(shape)}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.shapes[self.node]
+
+    @property
+    def c(self) -> int:
+        return self.shape[0]
 
     def strides(self, time: int, space: int) -> tuple[int, int, int]:
         """(time, H, W) strides: each only while that dimension is at least the stride."""
-        return tuple(s if size >= s else 1 for size, s in ((self.t, time), (self.h, space), (self.w, space)))
+        _, t, h, w = self.shape
+        return tuple(s if size >= s else 1 for size, s in ((t, time), (h, space), (w, space)))
 
-    def add(self, node: str, op: str, inputs: str | list[str] | None = None, **params: Any) -> str:
-        self.node = self.g.add_op(node, op, self.node if inputs is None else inputs, **params)
-        return self.node
-
-    def track(self, channels: int, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple) -> None:
-        """Update the shape after a window op with `padding` = per-dimension (before, after)."""
-        sizes = []
-        for size, k, s, (a, b) in zip((self.t, self.h, self.w), kernel, stride, padding, strict=True):
-            sizes.append((size + a + b - k) // s + 1)
-        self.c, (self.t, self.h, self.w) = channels, sizes
+    def add(self, node: str, op: str, inputs: str | list[str] | None = None, *, merge: str | None = None,
+            choice: str | None = None, **params: Any) -> str:
+        inputs = self.node if inputs is None else inputs
+        self.g.add_op(node, op, inputs, merge=merge, choice=choice, **params)
+        ins = [self.shapes[i] for i in ([inputs] if isinstance(inputs, str) else inputs)]
+        x = ins[0] if len(ins) == 1 else merge_shape(merge, ins, node)
+        self.shapes[node] = tuple(get_op(op).shape(resolve_params(op, params), x))
+        self.node = node
+        return node
 
 
 def midplanes(c_in: int, c_out: int) -> int:
@@ -109,24 +119,21 @@ def _conv(x: _Clip, name: str, out: int, kernel: tuple[int, int, int], stride: t
     conv, its batch norm (None: none) and ReLU; `mid` its width (default `midplanes`); `name` is the
     (temporal) conv, which carries `choice`."""
     extra = {"bias": True} if bias else {}
-    tag = {"choice": choice} if choice else {}
     t, kh, kw = kernel
     if factorise:
         conv_s, bn_s, relu_s = mid_names
         mid = mid if mid is not None else midplanes(x.c, out)
         x.add(conv_s, "conv", out_channels=mid, kernel_size=[1, kh, kw], stride=[1, stride[1], stride[2]],
               padding=[0, kh // 2, kw // 2], **extra)
-        x.track(mid, (1, kh, kw), (1, stride[1], stride[2]), ((0, 0), (kh // 2,) * 2, (kw // 2,) * 2))
         if bn_s is not None:
             x.add(bn_s, "bn")
         x.add(relu_s, "relu")
         x.add(name, "conv", out_channels=out, kernel_size=[t, 1, 1], stride=[stride[0], 1, 1],
-              padding=[t // 2, 0, 0], **extra, **tag)
-        x.track(out, (t, 1, 1), (stride[0], 1, 1), ((t // 2,) * 2, (0, 0), (0, 0)))
+              padding=[t // 2, 0, 0], choice=choice, **extra)
         return
     pad = [k // 2 for k in kernel]
-    x.add(name, "conv", out_channels=out, kernel_size=list(kernel), stride=list(stride), padding=pad, **extra, **tag)
-    x.track(out, kernel, stride, tuple((p, p) for p in pad))
+    x.add(name, "conv", out_channels=out, kernel_size=list(kernel), stride=list(stride), padding=pad, choice=choice,
+          **extra)
 
 
 # -- 3D ResNets (torchvision.models.video) -------------------------------------------------------------
@@ -190,7 +197,6 @@ def _max_pool(x: _Clip, name: str, kernel: tuple[int, int, int], stride: tuple[i
     k = [ki if si > 1 else 1 for ki, si in zip(kernel, stride, strict=True)]
     p = [pi if si > 1 else 0 for pi, si in zip(padding, stride, strict=True)]
     x.add(name, "maxpool", kernel_size=k, stride=list(stride), padding=p)
-    x.track(x.c, tuple(k), stride, tuple((pi, pi) for pi in p))
 
 
 def _build_c3d(x: _Clip, a: dict, num_classes: int) -> None:
@@ -227,13 +233,14 @@ def same_padding(size: int, k: int, s: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _padded(x: _Clip, name: str, kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[list[int], tuple]:
-    """Pads for a 'SAME' window op: returns the op's symmetric padding; an uneven one becomes a pad node."""
-    pads = tuple(same_padding(n, k, s) for n, k, s in zip((x.t, x.h, x.w), kernel, stride, strict=True))
+def _padded(x: _Clip, name: str, kernel: tuple[int, ...], stride: tuple[int, ...]) -> list[int]:
+    """'SAME' padding for a window op at the cursor: the op's own (symmetric) padding, or a pad node for an
+    uneven one (then the op pads nothing)."""
+    pads = [same_padding(n, k, s) for n, k, s in zip(x.shape[1:], kernel, stride, strict=True)]
     if all(a == b for a, b in pads):
-        return [a for a, _ in pads], pads
+        return [a for a, _ in pads]
     x.add(f"{name}_pad", "pad", padding=[list(p) for p in pads])
-    return [0, 0, 0], pads
+    return [0, 0, 0]
 
 
 def _unit3d(x: _Clip, name: str, out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1),
@@ -241,45 +248,41 @@ def _unit3d(x: _Clip, name: str, out: int, kernel: tuple[int, int, int], stride:
     """The port's Unit3D: 'SAME' padding, conv without bias, batch norm, ReLU (or its (2+1)D pair)."""
     if factorise:
         spatial = (1, *kernel[1:])
-        pad, pads = _padded(x, f"{name}_s", spatial, (1, *stride[1:]))
+        pad = _padded(x, f"{name}_s", spatial, (1, *stride[1:]))
         x.add(f"{name}_conv3d_s", "conv", out_channels=midplanes(x.c, out), kernel_size=list(spatial),
               stride=[1, *stride[1:]], padding=pad)
-        x.track(midplanes(x.c, out), spatial, (1, *stride[1:]), pads)
         x.add(f"{name}_bn_s", "bn", **I3D_BN)
         x.add(f"{name}_relu_s", "relu")
         kernel, stride = (kernel[0], 1, 1), (stride[0], 1, 1)
-    pad, pads = _padded(x, name, kernel, stride)
+    pad = _padded(x, name, kernel, stride)
     x.add(f"{name}_conv3d", "conv", out_channels=out, kernel_size=list(kernel), stride=list(stride), padding=pad,
-          **({"choice": choice} if choice else {}))
-    x.track(out, kernel, stride, pads)
+          choice=choice)
     x.add(f"{name}_bn", "bn", **I3D_BN)
     x.add(f"{name}_relu", "relu")
 
 
 def _same_pool(x: _Clip, name: str, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> None:
     """The port's MaxPool3dSamePadding (zero padding: its inputs follow a ReLU, so zeros never win)."""
-    pad, pads = _padded(x, name, kernel, stride)
+    pad = _padded(x, name, kernel, stride)
     x.add(name, "maxpool", kernel_size=list(kernel), stride=list(stride), padding=pad)
-    x.track(x.c, kernel, stride, pads)
 
 
 def _inception(x: _Clip, name: str, outs: tuple[int, ...], t: int, factorise: bool, choice: str | None) -> None:
-    start, shape = x.node, (x.c, x.t, x.h, x.w)
+    start = x.node
     b0, b1a, b1b, b2a, b2b, b3b = outs
     ends = []
     for branch in (("b0", b0), ("b1a", b1a, "b1b", b1b), ("b2a", b2a, "b2b", b2b)):
-        x.node, (x.c, x.t, x.h, x.w) = start, shape
+        x.node = start
         _unit3d(x, f"{name}_{branch[0]}", branch[1], (1, 1, 1))
         if len(branch) > 2:
             _unit3d(x, f"{name}_{branch[2]}", branch[3], (t, 3, 3), factorise=factorise,
                     choice=choice if branch[2] == "b1b" else None)
         ends.append(x.node)
-    x.node, (x.c, x.t, x.h, x.w) = start, shape
+    x.node = start
     _same_pool(x, f"{name}_b3a", (3, 3, 3), (1, 1, 1))
     _unit3d(x, f"{name}_b3b", b3b, (1, 1, 1))
     ends.append(x.node)
     x.add(f"{name}_concat", "identity", ends, merge="concat")
-    x.c = b0 + b1b + b2b + b3b
 
 
 def _build_i3d(x: _Clip, a: dict, num_classes: int) -> None:
@@ -304,9 +307,9 @@ def _build_i3d(x: _Clip, a: dict, num_classes: int) -> None:
         for j in range(a[f"depth{stage - 1}"]):
             outs = tuple(w(c) for c in configs[min(j, len(configs) - 1)])
             _inception(x, f"Mixed_{stage}{chr(ord('b') + j)}", outs, a[var], factorise, var if j == 0 else None)
-    k = (min(2, x.t), min(7, x.h), min(7, x.w))
+    _, t, h, w = x.shape
+    k = (min(2, t), min(7, h), min(7, w))
     x.add("logits_avgpool", "avgpool", kernel_size=list(k), stride=1)
-    x.track(x.c, k, (1, 1, 1), ((0, 0),) * 3)
     x.add("logits_dropout", "dropout", p=0.5)
     x.add("logits_conv3d", "conv", out_channels=num_classes, kernel_size=1, bias=True)
     x.add("logits_mean", "global_avgpool")
