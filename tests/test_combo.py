@@ -20,7 +20,7 @@ import nas
 from nas.space import as_space
 from nas.strategies import make_strategy
 from nas.strategies.combo import Combo, ComboWarning
-from nas.strategies.combo.acquisition import Moves
+from nas.strategies.combo.acquisition import Moves, exhaustive, local_search
 from nas.strategies.combo.gp import ComboGP, GPData, HyperPosterior, initial_theta
 from nas.strategies.combo.kernel import DiffusionKernel, GraphSpectrum, laplacian, log_gram
 from nas.strategies.combo.priors import log_prior_log_beta, log_prior_log_noise
@@ -203,6 +203,19 @@ def test_model_marginals_match_gpytorch_exact_prediction():
     torch.testing.assert_close(var, mvn.variance)
 
 
+def test_exhaustive_acquisition_scores_every_vertex_once_best_first_and_local_search_is_no_better():
+    space = mixed_space()
+    spectrum = GraphSpectrum.of_space(space)
+    weights = torch.tensor([0.3, -1.0, 0.7], dtype=torch.float64)
+    acq = lambda x: torch.sin(x.to(torch.float64) @ weights * 2.0)  # noqa: E731 - a bumpy function of vertices
+    points, values = exhaustive(acq, spectrum)
+    assert len(points) == space.size() == len({tuple(p) for p in points.tolist()})
+    assert torch.all(values[:-1] >= values[1:])
+    torch.testing.assert_close(values, acq(points))
+    found, found_v = local_search(acq, spectrum, points[-1:], 3, 2, torch.Generator().manual_seed(0))
+    assert float(found_v[0]) <= float(values[0])
+
+
 # -- the strategy ------------------------------------------------------------------------------------
 
 
@@ -243,6 +256,10 @@ def test_bad_options_raise_naming_the_option():
         make_strategy("combo", binary_space(), fit="exact")
     with pytest.raises(ValueError, match="n_initial"):
         make_strategy("combo", binary_space(), n_initial=0)
+    with pytest.raises(ValueError, match="incumbent"):
+        make_strategy("combo", binary_space(), incumbent="best")
+    with pytest.raises(ValueError, match="n_exhaustive"):
+        make_strategy("combo", binary_space(), n_exhaustive=-1)
     with pytest.raises(ValueError, match="no option"):
         make_strategy("combo", binary_space(), population_size=3)
 

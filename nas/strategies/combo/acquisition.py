@@ -75,6 +75,16 @@ def _score_chunks(acq: AcqFn, x: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat([acq(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]) if len(x) else torch.empty(0)
 
 
+def exhaustive(acq: AcqFn, spectrum: GraphSpectrum, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score every vertex of the product graph (for spaces small enough to enumerate); returns them (p, d)
+    and their values (p,), best first (the first of equals in enumeration order)."""
+    grids = [torch.arange(int(n)) for n in spectrum.sizes.long().tolist()]
+    points = torch.cartesian_prod(*grids).reshape(-1, spectrum.d)
+    values = _score_chunks(acq, points, chunk)
+    order = torch.argsort(values, descending=True, stable=True)
+    return points[order], values[order]
+
+
 def local_search(acq: AcqFn, spectrum: GraphSpectrum, best_points: torch.Tensor, n_spray: int, n_starts: int,
                  generator: torch.Generator, max_steps: int = 100, chunk: int = 4096
                  ) -> tuple[torch.Tensor, torch.Tensor]:

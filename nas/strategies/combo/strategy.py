@@ -34,12 +34,13 @@ import torch
 
 from nas.space import Assignment, SearchSpace
 from nas.strategies.base import Strategy
-from nas.strategies.combo.acquisition import local_search, log_ei
+from nas.strategies.combo.acquisition import exhaustive, local_search, log_ei
 from nas.strategies.combo.gp import ComboGP, GPData, HyperPosterior, initial_theta
 from nas.strategies.combo.kernel import GraphSpectrum
 from nas.strategies.random_search import Key, assignment_key, key_assignment, sample_unseen
 
 FITS = ("mcmc", "map")
+INCUMBENTS = ("observed", "mean")
 
 
 class ComboWarning(UserWarning):
@@ -79,7 +80,10 @@ class Combo(Strategy):
     Options: ``n_initial`` random asks first (default 20, >= 1); ``fit`` "mcmc" | "map"; ``n_samples``
     hyperparameter samples per suggestion with MCMC (default 10); ``n_burn`` burn-in sweeps (default 99);
     ``n_spray`` random points scored to pick starting points (default 5000; the reference uses 20,000);
-    ``n_starts`` local-search starting points (default 20, as the reference); ``num_threads`` torch/BLAS
+    ``n_starts`` local-search starting points (default 20, as the reference); ``n_exhaustive``: spaces of at
+    most this many assignments have EI maximised over every assignment instead of by local search (default
+    0, off); ``incumbent``: EI's reference value, "observed" (the best observed value, as the paper) or
+    "mean" (the best posterior mean at an observed point, for noisy objectives); ``num_threads`` torch/BLAS
     threads while asking (default 1; None leaves the process's setting).
     """
 
@@ -87,7 +91,7 @@ class Combo(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int = 0, mode: str = "max", n_initial: int = 20,
                  fit: str = "mcmc", n_samples: int = 10, n_burn: int = 99, n_spray: int = 5000,
-                 n_starts: int = 20, num_threads: int | None = 1):
+                 n_starts: int = 20, n_exhaustive: int = 0, incumbent: str = "observed", num_threads: int | None = 1):
         super().__init__(space, seed=seed, mode=mode)
         self.n_initial = _check_int("n_initial", n_initial, 1)
         if fit not in FITS:
@@ -97,6 +101,10 @@ class Combo(Strategy):
         self.n_burn = _check_int("n_burn", n_burn, 0)
         self.n_spray = _check_int("n_spray", n_spray, 0)
         self.n_starts = _check_int("n_starts", n_starts, 1)
+        self.n_exhaustive = _check_int("n_exhaustive", n_exhaustive, 0)
+        if incumbent not in INCUMBENTS:
+            raise ValueError(f"combo: option incumbent must be one of {INCUMBENTS}, got {incumbent!r}")
+        self.incumbent = incumbent
         if num_threads is not None:
             _check_int("num_threads", num_threads, 1)
         self.num_threads = num_threads
@@ -112,7 +120,8 @@ class Combo(Strategy):
     @property
     def options(self) -> dict[str, Any]:
         return {"n_initial": self.n_initial, "fit": self.fit, "n_samples": self.n_samples, "n_burn": self.n_burn,
-                "n_spray": self.n_spray, "n_starts": self.n_starts}
+                "n_spray": self.n_spray, "n_starts": self.n_starts, "n_exhaustive": self.n_exhaustive,
+                "incumbent": self.incumbent}
 
     # -- ask ----------------------------------------------------------------------------------------
     def ask(self) -> Assignment:
@@ -169,10 +178,17 @@ class Combo(Strategy):
             fantasy, _ = model.marginals(xp)
             model = ComboGP(self.spectrum, torch.cat([x, xp]), torch.cat([y.expand(s, -1), fantasy], dim=1), thetas)
 
-        n_best = min(len(ok), max(1, self.n_starts // 4))
-        best = x[torch.argsort(y, descending=True, stable=True)[:n_best]].long()
-        points, _ = local_search(log_ei(model, float(y.max())), self.spectrum, best, self.n_spray, self.n_starts,
-                                 generator)
+        if self.incumbent == "mean":  # the best posterior mean among the observed points (noise-robust)
+            best_f = float(model.marginals(x)[0].mean(0).max())
+        else:
+            best_f = float(y.max())
+        acq = log_ei(model, best_f)
+        if self.space.size() <= self.n_exhaustive:
+            points, _ = exhaustive(acq, self.spectrum)
+        else:
+            n_best = min(len(ok), max(1, self.n_starts // 4))
+            best = x[torch.argsort(y, descending=True, stable=True)[:n_best]].long()
+            points, _ = local_search(acq, self.spectrum, best, self.n_spray, self.n_starts, generator)
         for row in points.tolist():
             if tuple(row) not in taken:
                 return key_assignment(self.space, tuple(row))
