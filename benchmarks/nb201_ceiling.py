@@ -29,6 +29,15 @@ from workers.tabular import evaluate_row, load_table  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def shown(path: str) -> str:
+    """The path as the repository's README writes it (relative to the repository root) where it can be."""
+    p = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        if p.is_relative_to(base):
+            return prefix + str(p.relative_to(base))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default=str(ROOT.parent / "shared/data/nb201/nb201.csv"))
@@ -40,7 +49,7 @@ def main() -> None:
     table = load_table(args.table)
     by_val = sorted(table.rows, key=lambda r: (-r.val_mean, r.index))
     rank = {r.index: i for i, r in enumerate(by_val)}
-    print(f"NAS-Bench-201 ceiling under the bench protocol ({args.table}, {len(by_val)} architectures)")
+    print(f"NAS-Bench-201 ceiling under the bench protocol ({shown(args.table)}, {len(by_val)} architectures)")
     print("top architectures by mean validation accuracy: rank, index, val mean, val per seed, test")
     for i, r in enumerate(by_val[:6]):
         seeds = ", ".join(f"{v:.2f}" for v in r.val_seeds)
@@ -54,7 +63,7 @@ def main() -> None:
         print(f"  K={k:>3}: test {statistics.fmean(tests):.3f} ± {statistics.stdev(tests):.3f} (std)")
 
     results = json.loads(Path(args.results).read_text())
-    print(f"\n2. the reference run ({args.results}: {len(results['seeds'])} seeds, "
+    print(f"\n2. the reference run ({shown(args.results)}: {len(results['seeds'])} seeds, "
           f"{results['budget_seconds']:g} simulated s): rank of the returned architecture by mean validation")
     for name, strat in results["strategies"].items():
         runs = strat["per_seed"]
