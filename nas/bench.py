@@ -44,10 +44,11 @@ PUBLISHED = {"random search": (93.70, 0.36), "REINFORCE": (93.85, 0.37)}
 # the returned architecture; flags override them:
 # - regularized evolution sized for ~100 evaluations (its own defaults, P=100 and S=25, make it random
 #   search at this budget): P=15, S=10 (seeds 1000..1499, results/nb201_bench/tuning.txt);
-# - COMBO with 10 random evaluations before the GP instead of 20 (seeds 1000..1029, n_initial 5/10/15/20,
-#   results/nb201_bench/combo_tuning.txt).
+# - COMBO with its scores Yeo-Johnson-warped before the GP (its own n_initial=20), the best of n_initial
+#   5/10/15/20, exhaustive EI, EI from the posterior mean, MAP and the warp with n_initial 10/20 (seeds
+#   1000..1029, results/nb201_bench/combo_tuning.txt).
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"evolution": {"population_size": 15, "sample_size": 10},
-                                              "combo": {"n_initial": 10}}
+                                              "combo": {"warp": "yeo-johnson"}}
 
 CURVE_POINTS = 241
 

@@ -260,8 +260,26 @@ def test_bad_options_raise_naming_the_option():
         make_strategy("combo", binary_space(), incumbent="best")
     with pytest.raises(ValueError, match="n_exhaustive"):
         make_strategy("combo", binary_space(), n_exhaustive=-1)
+    with pytest.raises(ValueError, match="warp"):
+        make_strategy("combo", binary_space(), warp="log")
     with pytest.raises(ValueError, match="no option"):
         make_strategy("combo", binary_space(), population_size=3)
+
+
+def test_yeo_johnson_warp_keeps_the_order_spreads_a_skewed_top_and_reproduces():
+    from nas.strategies.combo.strategy import _yeo_johnson
+
+    values = np.array([10.0, 85.0, 88.0, 90.0, 91.0, 91.5, 70.0, 89.0])  # accuracies with one collapsed run
+    warped = _yeo_johnson(values)
+    assert list(np.argsort(warped)) == list(np.argsort(values))
+    assert abs(warped.mean()) < 1e-9 and abs(warped.std() - 1.0) < 1e-9
+    standardised = (values - values.mean()) / values.std()
+    top = values > 80
+    assert np.ptp(warped[top]) > 1.5 * np.ptp(standardised[top])  # the good candidates are told apart
+    space, f = binary_space(), quadratic()
+    opts = dict(FAST, n_initial=4, warp="yeo-johnson")
+    first = run(make_strategy("combo", space, seed=3, **opts), f, 7)
+    assert first == run(make_strategy("combo", space, seed=3, **opts), f, 7)
 
 
 def test_combo_finds_the_optimum_of_a_small_problem_faster_than_random():

@@ -41,6 +41,16 @@ from nas.strategies.random_search import Key, assignment_key, key_assignment, sa
 
 FITS = ("mcmc", "map")
 INCUMBENTS = ("observed", "mean")
+WARPS = ("none", "yeo-johnson")
+
+
+def _yeo_johnson(values):
+    """Yeo-Johnson power transform fitted by maximum likelihood, then standardised (scikit-learn's)."""
+    from sklearn.preprocessing import PowerTransformer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return PowerTransformer(method="yeo-johnson").fit_transform(values.reshape(-1, 1)).reshape(-1)
 
 
 class ComboWarning(UserWarning):
@@ -91,7 +101,8 @@ class Combo(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int = 0, mode: str = "max", n_initial: int = 20,
                  fit: str = "mcmc", n_samples: int = 10, n_burn: int = 99, n_spray: int = 5000,
-                 n_starts: int = 20, n_exhaustive: int = 0, incumbent: str = "observed", num_threads: int | None = 1):
+                 n_starts: int = 20, n_exhaustive: int = 0, incumbent: str = "observed", warp: str = "none",
+                 num_threads: int | None = 1):
         super().__init__(space, seed=seed, mode=mode)
         self.n_initial = _check_int("n_initial", n_initial, 1)
         if fit not in FITS:
@@ -105,6 +116,9 @@ class Combo(Strategy):
         if incumbent not in INCUMBENTS:
             raise ValueError(f"combo: option incumbent must be one of {INCUMBENTS}, got {incumbent!r}")
         self.incumbent = incumbent
+        if warp not in WARPS:
+            raise ValueError(f"combo: option warp must be one of {WARPS}, got {warp!r}")
+        self.warp = warp
         if num_threads is not None:
             _check_int("num_threads", num_threads, 1)
         self.num_threads = num_threads
@@ -121,7 +135,7 @@ class Combo(Strategy):
     def options(self) -> dict[str, Any]:
         return {"n_initial": self.n_initial, "fit": self.fit, "n_samples": self.n_samples, "n_burn": self.n_burn,
                 "n_spray": self.n_spray, "n_starts": self.n_starts, "n_exhaustive": self.n_exhaustive,
-                "incumbent": self.incumbent}
+                "incumbent": self.incumbent, "warp": self.warp}
 
     # -- ask ----------------------------------------------------------------------------------------
     def ask(self) -> Assignment:
@@ -166,6 +180,8 @@ class Combo(Strategy):
             warnings.warn(f"combo: all {len(ok)} successful values are equal (zero variance); the GP sees a flat "
                           "objective and suggestions follow its uncertainty only", ComboWarning, stacklevel=3)
             y = torch.zeros_like(scores)
+        elif self.warp == "yeo-johnson":  # skewed values (a few collapsed candidates) made closer to normal
+            y = torch.from_numpy(_yeo_johnson(scores.numpy()))
         else:
             y = (scores - scores.mean()) / spread
         generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
