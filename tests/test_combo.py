@@ -249,6 +249,12 @@ def test_state_made_with_other_options_is_refused():
     s = make_strategy("combo", binary_space(), n_initial=3)
     with pytest.raises(ValueError, match="other options"):
         make_strategy("combo", binary_space(), n_initial=4).load_state_dict(s.state_dict())
+    old = s.state_dict()  # a state saved before the options n_exhaustive, incumbent and warp existed
+    for key in ("n_exhaustive", "incumbent", "warp"):
+        del old["options"][key]
+    make_strategy("combo", binary_space(), n_initial=3).load_state_dict(old)
+    with pytest.raises(ValueError, match="warp"):
+        make_strategy("combo", binary_space(), n_initial=3, warp="yeo-johnson").load_state_dict(old)
 
 
 def test_bad_options_raise_naming_the_option():

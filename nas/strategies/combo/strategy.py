@@ -3,8 +3,9 @@ Graph Cartesian Product") as an asynchronous ask/tell strategy.
 
 - The first ``n_initial`` asks are uniform random assignments without repeats (as random search).
 - Then each ask fits a GP with the ARD diffusion kernel on the product of the variables' graphs
-  (`kernel.py`) to the successful observations, with standardised scores, and proposes the maximiser of
-  expected improvement found by local search on the product graph (`acquisition.py`).
+  (`kernel.py`) to the successful observations, with standardised (or ``warp``-ed) scores, and proposes
+  the maximiser of expected improvement found by local search on the product graph (`acquisition.py`),
+  or over every assignment of a space with at most ``n_exhaustive`` of them.
 - ``fit="mcmc"`` (default, as the paper): hyperparameter samples by slice sampling (`gp.py`), 99 burn-in
   sweeps before the first suggestion, then ``n_samples`` sweeps per suggestion continuing the chain; EI
   is averaged over those samples. ``fit="map"``: one maximum of the log posterior (warm-started from the
@@ -42,6 +43,8 @@ from nas.strategies.random_search import Key, assignment_key, key_assignment, sa
 FITS = ("mcmc", "map")
 INCUMBENTS = ("observed", "mean")
 WARPS = ("none", "yeo-johnson")
+# options added after states were first saved: a state without them was made with these values
+ADDED_OPTIONS = {"n_exhaustive": 0, "incumbent": "observed", "warp": "none"}
 
 
 def _yeo_johnson(values):
@@ -93,7 +96,9 @@ class Combo(Strategy):
     ``n_starts`` local-search starting points (default 20, as the reference); ``n_exhaustive``: spaces of at
     most this many assignments have EI maximised over every assignment instead of by local search (default
     0, off); ``incumbent``: EI's reference value, "observed" (the best observed value, as the paper) or
-    "mean" (the best posterior mean at an observed point, for noisy objectives); ``num_threads`` torch/BLAS
+    "mean" (the best posterior mean at an observed point, for noisy objectives); ``warp``: "none" (scores
+    standardised, as the paper) or "yeo-johnson" (power-transformed by maximum likelihood, so that a few
+    collapsed candidates do not squash the differences among the good ones); ``num_threads`` torch/BLAS
     threads while asking (default 1; None leaves the process's setting).
     """
 
@@ -252,7 +257,7 @@ class Combo(Strategy):
                 "samples_for": self.samples_for, "burned_in": self.burned_in}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("options", {}) if state.get("name") == self.name else self.options
+        saved = {**ADDED_OPTIONS, **state.get("options", {})} if state.get("name") == self.name else self.options
         diff = sorted(k for k in self.options if saved.get(k) != self.options[k])
         if diff:  # checked before anything is loaded, so a refused state leaves this instance as it was
             mine = {k: self.options[k] for k in diff}
