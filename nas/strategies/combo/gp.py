@@ -163,8 +163,8 @@ class HyperPosterior:
                 if prior == -math.inf:
                     return prior
                 lf = self._variable_log_factor(i, v)
-                cov = torch.add(rest, lf).exp_().mul_(signal)  # in place: n^2 temporaries cost as much as a
-                cov.diagonal().add_(noise)  # Cholesky at n = 250
+                cov = torch.add(rest, lf).exp_().mul_(signal)  # in place: one n x n buffer, not four
+                cov.diagonal().add_(noise)
                 ll = float(self._log_likelihood(cov, resid))
                 current[v] = lf
                 return prior + ll
