@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import platform
 import statistics
 import sys
@@ -53,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from combo_problems import PAPER_BUDGETS, PROBLEMS  # noqa: E402
-from combo_quality import run_one  # noqa: E402
+from combo_quality import mean_se, run_one  # noqa: E402
 from combo_reference_speed import SHIMS, RefChain, load_reference  # noqa: E402
 
 REFERENCE = "reference COMBO (authors' code)"
@@ -100,12 +99,6 @@ def run_reference(ref, problem_name: str, seed: int) -> dict:
             "best": float(curve[-1]), "seconds": seconds, "failed": 0, "digest": ref.digest,
             "distinct": len({tuple(r) for r in x.tolist()}),
             "best_at": {str(k): float(curve[k - 1]) for k in CHECKPOINTS if k <= budget}}
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    m = statistics.mean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return m, se
 
 
 def load_cache(path: Path) -> dict[tuple, dict]:
