@@ -1,10 +1,18 @@
-"""The strategy interface: `ask() -> assignment`, `tell(assignment, value)`.
+"""The strategy interface: `ask() -> assignment`, `tell(assignment, value)`, `reject(assignment, reason)`.
 
 Pure Python, seeded, no Ray: every strategy is tested on a plain function. Strategies are asynchronous:
 `ask` may be called several times before the matching `tell`s arrive (one per busy worker), and tells may
 come back in any order. A failed candidate is told with ``value=None`` (or NaN): the strategy records it
-and never counts it as good. State round-trips through `state_dict` / `load_state_dict` as plain
-JSON-able data, so a search restored from disk continues exactly where it stopped.
+and never counts it as good. A proposal that a constraint rejected before evaluation (too many
+parameters, say) is told with `reject`: it is neither a result nor a failure, and it is not proposed
+again. State round-trips through `state_dict` / `load_state_dict` as plain JSON-able data, so a search
+restored from disk continues exactly where it stopped.
+
+What every strategy shares is kept here once, not in each strategy: the `nas.strategies.ledger.Ledger`
+of seen and pending assignments (updated around `propose` / `observe`), the count of results, the seeded
+generator and the sign of `mode`. A strategy implements `propose()` (reading `taken()` to avoid repeats)
+and `observe(assignment, value, score)`; deduplication of architectures, constraints and failure
+handling of whole evaluations are wrappers around a strategy (`nas.loop`).
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from nas.space import Assignment, SearchSpace
+from nas.strategies.ledger import Key, Ledger, assignment_key
 
 
 class Strategy(ABC):
-    """Base class. Subclasses implement `ask`, `tell` and, for extra state, `_extra_state` /
+    """Base class. Subclasses implement `propose`, `observe` and, for extra state, `_extra_state` /
     `_load_extra_state`. Internally every strategy maximises `score(value)`; `mode="min"` flips the sign."""
 
     name = "strategy"
@@ -30,30 +39,77 @@ class Strategy(ABC):
         self.seed = seed
         self.mode = mode
         self.rng = random.Random(seed)
-        self.n_told = 0
+        self.n_told = 0  # results told (successes and failures), not rejections
+        self.n_rejected = 0
+        self.ledger = Ledger()
 
     def score(self, value: float | None) -> float | None:
-        """The value to maximise, or None for a failed evaluation (None or NaN)."""
+        """The value to maximise, or None for a failed evaluation (None or NaN); a value that is not a
+        number (a string too, even "1.5") raises."""
+        if isinstance(value, str | bytes):
+            raise TypeError(f"a strategy is told a number (or None for a failure), got {value!r}")
         if value is None or math.isnan(value := float(value)):  # float(): numpy float32 NaN is no float
             return None
         return value if self.mode == "max" else -value
 
-    @abstractmethod
+    # -- the interface the driver calls ------------------------------------------------------------
     def ask(self) -> Assignment:
-        """The next assignment to evaluate."""
+        """The next assignment to evaluate (recorded as pending until it is told or rejected)."""
+        a = self.propose()
+        self.ledger.asked(assignment_key(self.space, a))
+        return a
 
-    @abstractmethod
     def tell(self, assignment: Assignment, value: float | None) -> None:
         """The result of evaluating `assignment` (None or NaN: it failed)."""
+        score = self.score(value)  # a value that is not a number raises here
+        assignment = self.space.validate(assignment)
+        self.ledger.told(assignment_key(self.space, assignment))
+        self.n_told += 1
+        self.observe(assignment, value, score)
 
-    def clear_pending(self) -> None:  # noqa: B027 - optional hook
+    def reject(self, assignment: Assignment, reason: str = "") -> None:
+        """`assignment` was not evaluated: a constraint ruled it out (`reason` says which). It is not a
+        failure and not a result; like them it is in `taken()`, so it is not proposed again while the
+        strategy finds an unseen alternative (evolution's stuck-parent fallback is the documented exception)."""
+        assignment = self.space.validate(assignment)
+        self.ledger.told(assignment_key(self.space, assignment))
+        self.n_rejected += 1
+        self.on_reject(assignment, reason)
+
+    def clear_pending(self) -> None:
         """Forget asks whose results will never come (called when a search resumes after a kill)."""
+        self.ledger.pending = []
+
+    # -- what a strategy implements ------------------------------------------------------------------
+    @abstractmethod
+    def propose(self) -> Assignment:
+        """The next assignment; `taken()` holds the ones evaluated, rejected or pending."""
+
+    @abstractmethod
+    def observe(self, assignment: Assignment, value: float | None, score: float | None) -> None:
+        """Learn from a result: `value` as told, `score` the value to maximise (None: it failed)."""
+
+    def on_reject(self, assignment: Assignment, reason: str) -> None:  # noqa: B027 - optional hook
+        """Learn from a rejection (nothing by default: the ledger already keeps it from being proposed)."""
+
+    # -- the ledger, read by strategies and tests ----------------------------------------------------
+    def taken(self) -> set[Key]:
+        return self.ledger.taken()
+
+    @property
+    def seen(self) -> set[Key]:
+        return self.ledger.seen
+
+    @property
+    def pending(self) -> list[Key]:
+        return self.ledger.pending
 
     # -- persistence -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
         return {"name": self.name, "seed": self.seed, "mode": self.mode, "n_told": self.n_told,
-                "rng": [version, list(internal), gauss], **self._extra_state()}
+                "n_rejected": self.n_rejected, "rng": [version, list(internal), gauss],
+                **self.ledger.state_dict(), **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name:
@@ -61,6 +117,8 @@ class Strategy(ABC):
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.seed, self.mode, self.n_told = state["seed"], state["mode"], state["n_told"]
+        self.n_rejected = state.get("n_rejected", 0)
+        self.ledger.load_state_dict(state)
         self._load_extra_state(state)
 
     def _extra_state(self) -> dict[str, Any]:

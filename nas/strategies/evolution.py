@@ -37,7 +37,7 @@ from typing import Any
 
 from nas.space import Assignment, Ordinal, SearchSpace
 from nas.strategies.base import Strategy
-from nas.strategies.random_search import Key, assignment_key, sample_unseen
+from nas.strategies.random_search import assignment_key, sample_unseen
 
 REMOVALS = ("oldest", "worst")
 ORDINAL_MUTATIONS = ("neighbour", "any")
@@ -88,8 +88,6 @@ class RegularizedEvolution(Strategy):
         self._mutable = [v for v in space.variables if len(v) > 1]
         # individuals {"assignment": dict, "value": float}, oldest first; values as told (not sign-flipped)
         self.population: list[dict[str, Any]] = []
-        self.seen: set[Key] = set()  # evaluated (including failed)
-        self.pending: list[Key] = []  # asked, not yet told, in ask order (a multiset)
         self.n_children = 0  # children proposed so far: i of the mutation schedule
 
     @property
@@ -99,8 +97,8 @@ class RegularizedEvolution(Strategy):
                 "ordinal_mutation": self.ordinal_mutation, "duplicate_retries": self.duplicate_retries}
 
     # -- ask ----------------------------------------------------------------------------------------
-    def ask(self) -> Assignment:
-        taken = self.seen.union(self.pending)
+    def propose(self) -> Assignment:
+        taken = self.taken()
         if len(self.population) < self.population_size:
             child = sample_unseen(self.space, self.rng, taken)
         else:
@@ -111,7 +109,6 @@ class RegularizedEvolution(Strategy):
                 if assignment_key(self.space, child) not in taken:
                     break
             self.n_children += 1
-        self.pending.append(assignment_key(self.space, child))
         return child
 
     def tournament(self) -> tuple[list[int], int]:
@@ -133,14 +130,7 @@ class RegularizedEvolution(Strategy):
         return child
 
     # -- tell ---------------------------------------------------------------------------------------
-    def tell(self, assignment: Assignment, value: float | None) -> None:
-        score = self.score(value)
-        assignment = self.space.validate(assignment)
-        key = assignment_key(self.space, assignment)
-        if key in self.pending:
-            self.pending.remove(key)
-        self.seen.add(key)
-        self.n_told += 1
+    def observe(self, assignment: Assignment, value: float | None, score: float | None) -> None:
         if score is None:
             return
         self.population.append({"assignment": assignment, "value": float(value)})
@@ -151,13 +141,9 @@ class RegularizedEvolution(Strategy):
                 worst = min(range(len(self.population)), key=lambda j: self.score(self.population[j]["value"]))
                 del self.population[worst]
 
-    def clear_pending(self) -> None:
-        self.pending = []
-
     # -- persistence --------------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
         return {"options": self.options, "population": [dict(p) for p in self.population],
-                "seen": sorted(list(k) for k in self.seen), "pending": [list(k) for k in self.pending],
                 "n_children": self.n_children}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -172,6 +158,4 @@ class RegularizedEvolution(Strategy):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.population = [{"assignment": self.space.validate(p["assignment"]), "value": float(p["value"])}
                            for p in state["population"]]
-        self.seen = {tuple(k) for k in state["seen"]}
-        self.pending = [tuple(k) for k in state["pending"]]
         self.n_children = state["n_children"]

@@ -129,7 +129,6 @@ class Combo(Strategy):
         self.num_threads = num_threads
         self.spectrum = GraphSpectrum.of_space(space)
         self.observations: list[tuple[Key, float | None]] = []  # in tell order; value as told, None if failed
-        self.pending: list[Key] = []  # asked, not yet told (a multiset)
         self.chain: list[float] | None = None  # the MCMC chain's current state / the last MAP fit
         self.samples: list[list[float]] = []  # hyperparameter samples of the last fit
         self.samples_for: int | None = None  # n_told when they were made
@@ -143,8 +142,8 @@ class Combo(Strategy):
                 "incumbent": self.incumbent, "warp": self.warp}
 
     # -- ask ----------------------------------------------------------------------------------------
-    def ask(self) -> Assignment:
-        taken = self._taken()
+    def propose(self) -> Assignment:
+        taken = self.taken()
         ok = self._successes()
         if len(self.observations) + len(self.pending) < self.n_initial or len(ok) < 2:
             if len(self.observations) >= self.n_initial and len(ok) < 2 and self._warned_successes != len(ok):
@@ -155,11 +154,7 @@ class Combo(Strategy):
         else:
             with _threads(self.num_threads):
                 a = self._suggest(ok, taken)
-        self.pending.append(assignment_key(self.space, a))
         return a
-
-    def _taken(self) -> set[Key]:
-        return {k for k, _ in self.observations}.union(self.pending)
 
     def _successes(self) -> list[tuple[Key, float]]:
         out = []
@@ -236,24 +231,16 @@ class Combo(Strategy):
         return self.samples
 
     # -- tell ---------------------------------------------------------------------------------------
-    def tell(self, assignment: Assignment, value: float | None) -> None:
-        score = self.score(value)
-        key = assignment_key(self.space, self.space.validate(assignment))
-        if key in self.pending:
-            self.pending.remove(key)
+    def observe(self, assignment: Assignment, value: float | None, score: float | None) -> None:
         if score is None:
-            warnings.warn(f"combo: evaluation of {key_assignment(self.space, key)} failed (value {value!r}); it is "
-                          "left out of the GP and not proposed again", ComboWarning, stacklevel=2)
-        self.observations.append((key, None if score is None else float(value)))
-        self.n_told += 1
-
-    def clear_pending(self) -> None:
-        self.pending = []
+            warnings.warn(f"combo: evaluation of {assignment} failed (value {value!r}); it is left out of the GP "
+                          "and not proposed again", ComboWarning, stacklevel=3)
+        self.observations.append((assignment_key(self.space, assignment), None if score is None else float(value)))
 
     # -- persistence --------------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
         return {"options": self.options, "observations": [[list(k), v] for k, v in self.observations],
-                "pending": [list(k) for k in self.pending], "chain": self.chain, "samples": self.samples,
+                "chain": self.chain, "samples": self.samples,
                 "samples_for": self.samples_for, "burned_in": self.burned_in}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -268,7 +255,8 @@ class Combo(Strategy):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.observations = [(tuple(k), None if v is None or math.isnan(v) else float(v))
                              for k, v in state["observations"]]
-        self.pending = [tuple(k) for k in state["pending"]]
+        if "seen" not in state:  # saved before the ledger: the told keys are the observations'
+            self.ledger.seen = {k for k, _ in self.observations}
         self.chain = None if state["chain"] is None else [float(v) for v in state["chain"]]
         self.samples = [[float(v) for v in s] for s in state["samples"]]
         self.samples_for = state["samples_for"]
