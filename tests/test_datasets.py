@@ -1,4 +1,5 @@
-"""Data sets: seeded disjoint splits, CIFAR-10 binary decoding, npy folders and their errors."""
+"""Data sets: seeded disjoint splits, CIFAR-10 binary decoding, npy folders and their errors, and
+`dataset_info` (shape and classes without loading) against `load_dataset`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from workers.datasets import (
     CIFAR10_TEST_FILE,
     CIFAR10_TRAIN_FILES,
     DatasetError,
+    DatasetInfo,
+    dataset_info,
     load_dataset,
     read_cifar10_file,
 )
@@ -171,7 +174,7 @@ def test_npy_uses_given_splits_and_other_ranks(tmp_path):
     assert load_dataset("npy", root=video).input_shape == (3, 2, 4, 4)
 
 
-@pytest.mark.parametrize("arrays, fault, message", [
+NPY_FAULTS = [
     ({"x_train": np.zeros((10, 4, 4)), "y_train": np.zeros(10, int)}, "x_train.npy", r"shape \(10, 4, 4\)"),
     ({"x_train": np.zeros((10, 4)), "y_train": np.zeros(10)}, "y_train.npy", "integers"),
     ({"x_train": np.zeros((10, 4)), "y_train": np.zeros(9, int)}, "y_train.npy", "9 labels for 10 examples"),
@@ -185,7 +188,12 @@ def test_npy_uses_given_splits_and_other_ranks(tmp_path):
     ({"x_train": np.array([[1, "a"]] * 10, dtype=object), "y_train": np.zeros(10, int)}, "x_train.npy",
      "without pickle"),
     ({"y_train": np.zeros(10, int)}, "x_train.npy", "missing"),
-])
+    ({"x_train": np.zeros((2, 4)), "y_train": np.zeros(2, int)}, "", "cannot hold out a test split"),
+    ({"x_train": np.zeros((3, 4)), "y_train": np.zeros(3, int)}, "", "cannot hold out a validation split"),
+]
+
+
+@pytest.mark.parametrize("arrays, fault, message", NPY_FAULTS)
 def test_npy_errors_name_the_file(tmp_path, arrays, fault, message):
     folder = tmp_path / "bad"
     folder.mkdir()
@@ -194,6 +202,28 @@ def test_npy_errors_name_the_file(tmp_path, arrays, fault, message):
     with pytest.raises(DatasetError, match=message) as e:
         load_dataset("npy", root=folder)
     assert fault in str(e.value)
+    if message != "NaN":  # only reading the inputs finds NaN; dataset_info reads headers
+        with pytest.raises(DatasetError) as info_error:
+            dataset_info("npy", root=folder)
+        assert str(info_error.value) == str(e.value)
+
+
+def test_unreadable_npy_files_are_dataset_errors(tmp_path):
+    folder = _save(tmp_path / "d", y_train=np.zeros(10, int))
+    (folder / "x_train.npy").write_bytes(b"")
+    for f in (load_dataset, dataset_info):
+        with pytest.raises(DatasetError, match="x_train.npy: not a readable .npy file"):
+            f("npy", root=folder)
+    np.save(folder / "x_train.npy", np.zeros((10, 4)))
+    (folder / "x_train.npy").write_bytes((folder / "x_train.npy").read_bytes()[:200])  # truncated
+    for f in (load_dataset, dataset_info):
+        with pytest.raises(DatasetError, match="x_train.npy: not a readable .npy file"):
+            f("npy", root=folder)
+    np.savez(folder / "archive.npz", x=np.zeros((10, 4)))
+    (folder / "archive.npz").replace(folder / "x_train.npy")
+    for f in (load_dataset, dataset_info):
+        with pytest.raises(DatasetError, match="x_train.npy: is an .npz archive"):
+            f("npy", root=folder)
 
 
 def test_npy_needs_a_root(tmp_path):
@@ -201,3 +231,127 @@ def test_npy_needs_a_root(tmp_path):
         load_dataset("npy")
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset("npy", root=tmp_path / "absent")
+
+
+# ---------------------------------------------------------------------------------------------------
+# dataset_info: what load_dataset would give, without loading
+
+
+def _clips_folder(root):
+    """Three classes of 4 clips: (T, H, W) and (C, T, H, W) files, uint8 and float dtypes mixed."""
+    rng = np.random.default_rng(0)
+    for name, shape, dtype in (("walk", (4, 6, 6), np.float32), ("jump", (1, 4, 6, 6), np.uint8),
+                               ("run", (4, 6, 6), np.float64)):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            np.save(root / name / f"clip{i}.npy", (rng.random(shape) * 200).astype(dtype))
+    return root
+
+
+@pytest.fixture
+def roots(tmp_path, cifar_root):
+    """A folder of every kind, by a short name."""
+    few = tmp_path / "few" / "cifar-10-batches-bin"  # CIFAR-10 format, but labels 0..4 only: 5 classes
+    few.mkdir(parents=True)
+    for k, name in enumerate((*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)):
+        _write_cifar_batch(few / name, [(k + i) % 5 for i in range(3)], 3 * k)
+    rng = np.random.default_rng(2)
+    return {
+        "cifar": cifar_root, "cifar_folder": cifar_root / "cifar-10-batches-bin", "cifar_few": few,
+        "npy_carved": _save(tmp_path / "carved", x_train=rng.normal(size=(40, 2, 4, 4)).astype(np.float32),
+                            y_train=np.arange(40) % 4),
+        # labels 0..2 in training, class 5 in the validation split only: 6 classes
+        "npy_given": _save(tmp_path / "given", x_train=rng.normal(size=(30, 6)), y_train=np.arange(30) % 3,
+                           x_val=rng.normal(size=(5, 6)), y_val=np.array([0, 1, 2, 5, 5], np.int16),
+                           x_test=rng.normal(size=(4, 6)), y_test=np.arange(4) % 3),
+        "npy_video": _save(tmp_path / "video", x_train=np.zeros((12, 3, 2, 4, 4), np.uint8),
+                           y_train=np.arange(12) % 2, x_test=np.ones((3, 3, 2, 4, 4), np.uint8),
+                           y_test=np.array([0, 1, 1])),
+        "clips": _clips_folder(tmp_path / "clips"),
+    }
+
+
+@pytest.mark.parametrize("name, root, options", [
+    ("digits", None, {}),
+    ("Digits", None, {"seed": 3, "val_fraction": 0.3, "test_fraction": 0.1}),
+    ("cifar10", "cifar", {}),
+    ("cifar10", "cifar_folder", {"seed": 1}),
+    ("cifar10", "cifar_few", {}),
+    ("npy", "npy_carved", {}),
+    ("npy", "npy_given", {"seed": 2}),
+    ("npy", "npy_video", {"val_fraction": 0.5}),
+    ("moving_digits:per_class=2", None, {}),
+    ("moving_digits:per_class=3,digits=4,frames_per_digit=2,side=10,noise=0.1,seed=1", None, {"seed": 4}),
+    ("clips", "clips", {}),
+])
+def test_dataset_info_agrees_with_load_dataset(roots, name, root, options):
+    folder = roots[root] if root else None
+    data = load_dataset(name, root=folder, **options)
+    info = dataset_info(name, root=folder, **options)
+    assert info == DatasetInfo(name=data.name, input_shape=data.input_shape, num_classes=data.num_classes)
+    assert isinstance(info.input_shape, tuple) and all(type(v) is int for v in info.input_shape)
+
+
+def test_dataset_info_does_not_load_the_inputs(roots, monkeypatch):
+    """The loaders are not called, and every input array is memory-mapped (its header read), not loaded."""
+    import workers.datasets
+    import workers.video_data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dataset_info loaded a data set")
+
+    for module, attr in ((workers.datasets, "_digits"), (workers.datasets, "read_cifar10"),
+                         (workers.datasets, "read_cifar10_file"), (workers.datasets, "read_npy_folder"),
+                         (workers.datasets, "load_video_arrays"), (workers.video_data, "moving_digits"),
+                         (workers.video_data, "read_clip_folder")):
+        monkeypatch.setattr(module, attr, refuse)
+    loads = []
+    real_load = np.load
+
+    def spy(path, *args, mmap_mode=None, **kwargs):
+        loads.append((path.name, mmap_mode))
+        return real_load(path, *args, mmap_mode=mmap_mode, **kwargs)
+
+    monkeypatch.setattr(np, "load", spy)  # numpy's own: workers.arrays calls np.load
+    assert dataset_info("digits").input_shape == (1, 8, 8)
+    assert dataset_info("cifar10", root=roots["cifar"]).num_classes == 10
+    assert dataset_info("moving_digits").input_shape == (1, 20, 16, 16)
+    for name, root in (("npy", "npy_given"), ("npy", "npy_video"), ("clips", "clips")):
+        dataset_info(name, root=roots[root])
+    inputs = [(f, m) for f, m in loads if not f.startswith("y_")]
+    assert len(inputs) == 3 + 2 + 12 and all(m == "r" for _, m in inputs), loads
+
+
+def test_dataset_info_errors_are_load_datasets(tmp_path, cifar_root):
+    folder = cifar_root / "cifar-10-batches-bin"
+    (folder / CIFAR10_TEST_FILE).write_bytes(b"\x01" * 3000)
+    (folder / CIFAR10_TRAIN_FILES[0]).write_bytes(b"\x0b" + bytes(3072))  # label byte 11
+    (folder / CIFAR10_TRAIN_FILES[2]).unlink()
+    cases = [
+        ("mnist", {}, "unknown data set 'mnist'"),
+        (7, {}, "unknown data set 7"),
+        ("digits", {"val_fraction": 1.5}, "val_fraction"),
+        ("digits", {"test_fraction": 0}, "test_fraction"),
+        ("npy", {}, "root="),
+        ("npy", {"root": tmp_path / "absent"}, "does not exist"),
+        ("cifar10", {"root": tmp_path / "nowhere"}, r"nowhere/cifar-10-batches-bin lacks data_batch_1.bin \(and 5"),
+        ("cifar10", {"root": cifar_root}, "lacks data_batch_3.bin. Put"),
+    ]
+    for name, kwargs, message in cases:
+        with pytest.raises(DatasetError, match=message) as e:
+            load_dataset(name, **kwargs)
+        with pytest.raises(DatasetError) as info_error:
+            dataset_info(name, **kwargs)
+        assert str(info_error.value) == str(e.value), name
+    _write_cifar_batch(folder / CIFAR10_TRAIN_FILES[2], [1, 2], 0)
+    for message in ("data_batch_1.bin: label byte 11 is not a CIFAR-10 class", "test_batch.bin: size 3000 bytes"):
+        for f in (load_dataset, dataset_info):
+            with pytest.raises(DatasetError, match=message):
+                f("cifar10", root=cifar_root)
+        (folder / CIFAR10_TRAIN_FILES[0]).write_bytes(b"\x01" + bytes(3072))
+
+
+def test_dataset_info_is_frozen():
+    info = dataset_info("digits")
+    with pytest.raises(AttributeError):
+        info.num_classes = 3  # type: ignore[misc]

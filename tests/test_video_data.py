@@ -1,14 +1,17 @@
 """Video data: the generated moving_digits set (deterministic, order-only classes) and folders of .npy clips."""
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
 import nas
-from workers.datasets import DatasetError, load_dataset
+from workers.datasets import DatasetError, dataset_info, load_dataset
 from workers.training import evaluate, train_candidate
-from workers.video_data import moving_digit_orders, moving_digits, read_clip_folder
+from workers.video_data import MOVING_DIGITS_DEFAULTS, moving_digit_orders, moving_digits, read_clip_folder
 
 
 def test_moving_digits_is_deterministic_and_balanced():
@@ -88,6 +91,64 @@ def test_clip_folder_errors_name_the_file(tmp_path):
         read_clip_folder(tmp_path / "d")
     with pytest.raises(DatasetError, match="'clips' needs root="):
         load_dataset("clips")
+
+
+def test_video_dataset_info_errors_are_load_datasets(tmp_path):
+    """dataset_info raises load_dataset's very errors for bad options and clip folders (from headers)."""
+    _write_clips(tmp_path / "shape", {"x": [(4, 6, 6)], "y": [(4, 6, 7)]})
+    _write_clips(tmp_path / "rank", {"x": [(6, 6)]})
+    _write_clips(tmp_path / "empty", {"x": [(4, 6, 6)], "empty": []})
+    (tmp_path / "none").mkdir()
+    (tmp_path / "text" / "x").mkdir(parents=True)
+    np.save(tmp_path / "text" / "x" / "clip.npy", np.array([["a"] * 4] * 3))
+    cases = [("moving_digits:frames=3", None), ("moving_digits:side=big", None), ("moving_digits:digits=2", None),
+             ("moving_digits:digits=11", None), ("moving_digits:noise=-1", None), ("moving_digits:per_class=0", None),
+             ("clips", None), ("clips:side=3", tmp_path), ("clips", tmp_path / "absent")]
+    cases += [("clips", tmp_path / name) for name in ("shape", "rank", "empty", "none", "text")]
+    for name, root in cases:
+        with pytest.raises(DatasetError) as e:
+            load_dataset(name, root=root)
+        with pytest.raises(DatasetError) as info_error:
+            dataset_info(name, root=root)
+        assert str(info_error.value) == str(e.value), name
+    # NaN pixels: only reading the clips finds them, which dataset_info does not do
+    (tmp_path / "nan" / "x").mkdir(parents=True)
+    for i in range(5):
+        np.save(tmp_path / "nan" / "x" / f"{i}.npy", np.full((2, 3, 3), np.nan if i == 4 else 0.5))
+    with pytest.raises(DatasetError, match="NaN"):
+        load_dataset("clips", root=tmp_path / "nan")
+    assert dataset_info("clips", root=tmp_path / "nan").input_shape == (1, 2, 3, 3)
+
+
+def test_moving_digits_defaults_are_the_documented_ones():
+    """moving_digits_info (dataset_info) and moving_digits state the defaults separately; they agree."""
+    import inspect
+
+    from workers.video_data import moving_digits_info
+
+    for f in (moving_digits, moving_digits_info):
+        defaults = {k: p.default for k, p in inspect.signature(f).parameters.items()}
+        assert defaults == MOVING_DIGITS_DEFAULTS, f.__name__
+
+
+def _workers_imports(path: Path) -> set[str]:
+    """The workers.* modules a file imports anywhere, inside functions too."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m.startswith("workers.")}
+
+
+def test_data_modules_import_in_one_direction():
+    """datasets -> video_data -> arrays, no cycle: each of the two used to import the other."""
+    folder = Path(__file__).resolve().parents[1] / "workers"
+    imports = {m: _workers_imports(folder / f"{m}.py") for m in ("arrays", "video_data", "datasets")}
+    assert imports["arrays"] == set()
+    assert imports["video_data"] == {"workers.arrays"}
+    assert "workers.video_data" in imports["datasets"]
 
 
 def test_training_runs_on_clips():

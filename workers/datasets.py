@@ -12,6 +12,9 @@ training examples is held out for validation when the data set has no validation
 Sets: ``digits`` (scikit-learn's 8x8 digits, embedded), ``cifar10`` (the binary distribution), ``npy``
 (a folder of ``.npy`` arrays); video (`workers.video_data`): ``moving_digits[:options]`` (generated clips)
 and ``clips`` (a folder of ``.npy`` clips per class).
+
+`dataset_info` gives the input shape and number of classes that `load_dataset` would give from file headers,
+sizes and labels, without reading and converting the inputs (the search driver needs them before Ray starts).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workers.arrays import DatasetError, check_real, load_npy  # DatasetError's home; importable from here too
+from workers.video_data import is_video_dataset, load_video_arrays, video_dataset_info
+
 CIFAR10_FOLDER = "cifar-10-batches-bin"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch.bin"
@@ -33,10 +39,8 @@ CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 NPY_SPLITS = ("train", "val", "test")
-
-
-class DatasetError(ValueError):
-    """A data set cannot be loaded; the message names the file or argument at fault."""
+DIGITS_SHAPE, DIGITS_CLASSES, DIGITS_EXAMPLES = (1, 8, 8), 10, 1797  # scikit-learn's load_digits()
+_KNOWN = "cifar10, clips, digits, moving_digits, npy"
 
 
 @dataclass
@@ -59,6 +63,16 @@ class DatasetSplits:
                 f"num_classes={self.num_classes}, sizes={self.sizes()})")
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a network needs to know of a data set: `input_shape` (one example, without the batch dimension)
+    and `num_classes`, as `load_dataset` would give them; `name` as `DatasetSplits.name`."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
 def default_root() -> Path:
     """Where data sets live when no root is given: $GRAPHNAS_DATA, else ~/.cache/graphnas/data."""
     env = os.environ.get("GRAPHNAS_DATA")
@@ -74,11 +88,7 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
     ``npy`` the folder of arrays (required). `download` (cifar10 only) fetches the archive when files
     are missing; it is never attempted unless asked for.
     """
-    for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not (isinstance(v, int | float) and 0 < v < 1):
-            raise DatasetError(f"{what} must be a number in (0, 1), got {v!r}")
-    from workers.video_data import is_video_dataset, load_video_arrays
-
+    _check_fractions(val_fraction, test_fraction)
     key = name.lower() if isinstance(name, str) else name
     if key == "digits":
         x, y = _digits()
@@ -87,15 +97,13 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
         (x, y), (xt, yt) = read_cifar10(root, download=download)
         splits = _split_all(x, y, None, None, xt, yt, seed, val_fraction, test_fraction)
     elif key == "npy":
-        if root is None:
-            raise DatasetError("data set 'npy' needs root=<folder holding x_train.npy and y_train.npy>")
-        arrays = read_npy_folder(root)
+        arrays = read_npy_folder(_npy_root(root))
         splits = _split_all(*arrays, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     elif is_video_dataset(key):
         x, y = load_video_arrays(key, root)
         splits = _split_all(x, y, None, None, None, None, seed, val_fraction, test_fraction)
     else:
-        raise DatasetError(f"unknown data set {name!r}; known: cifar10, clips, digits, moving_digits, npy")
+        raise DatasetError(f"unknown data set {name!r}; known: {_KNOWN}")
     (xtr, ytr), (xv, yv), (xte, yte) = splits
     num_classes = int(max(ytr.max(initial=-1), yv.max(initial=-1), yte.max(initial=-1))) + 1
     xtr, xv, xte = (_as_float(a) for a in (xtr, xv, xte))
@@ -107,6 +115,51 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
         x_test=t(xte), y_test=t(yte.astype(np.int64)), num_classes=num_classes,
         input_shape=tuple(int(v) for v in xtr.shape[1:]), name=key,
     )
+
+
+def dataset_info(name: str, *, root: str | os.PathLike | None = None, seed: int = 0, val_fraction: float = 0.2,
+                 test_fraction: float = 0.2) -> DatasetInfo:
+    """The input shape and number of classes that ``load_dataset(name, root=root, seed=seed, ...)`` would
+    give, without loading the inputs: the search driver needs them to build networks before Ray starts, and
+    the workers load the data themselves.
+
+    It reads file sizes, ``.npy`` headers (memory-mapped), labels, and CIFAR-10's label bytes (the number of
+    classes is the largest label + 1, as in `load_dataset`), and raises `load_dataset`'s errors (unknown
+    names, bad fractions, missing or malformed files and labels, splits too small to hold out) but for NaN or
+    infinite inputs, which only reading the inputs finds. `seed` does not change the answer; it is taken so
+    that calls mirror `load_dataset`'s.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    key = name.lower() if isinstance(name, str) else name
+    if key == "digits":
+        shape, num_classes, sizes = DIGITS_SHAPE, DIGITS_CLASSES, (DIGITS_EXAMPLES, None, None)
+    elif key == "cifar10":
+        n_train, n_test, max_label = cifar10_counts(root)
+        shape, num_classes, sizes = (3, 32, 32), max_label + 1, (n_train, None, n_test)
+    elif key == "npy":
+        x_train, y_train, x_val, y_val, x_test, y_test = _read_npy_arrays(_npy_root(root), header_only=True)
+        labels = [y for y in (y_train, y_val, y_test) if y is not None]
+        shape, num_classes = x_train.shape[1:], max(int(y.max(initial=-1)) for y in labels) + 1
+        sizes = (len(x_train), None if x_val is None else len(x_val), None if x_test is None else len(x_test))
+    elif is_video_dataset(key):
+        shape, num_classes, n = video_dataset_info(key, root)
+        sizes = (n, None, None)
+    else:
+        raise DatasetError(f"unknown data set {name!r}; known: {_KNOWN}")
+    _split_sizes(*sizes, val_fraction=val_fraction, test_fraction=test_fraction)
+    return DatasetInfo(name=key, input_shape=tuple(int(v) for v in shape), num_classes=int(num_classes))
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not (isinstance(v, int | float) and 0 < v < 1):
+            raise DatasetError(f"{what} must be a number in (0, 1), got {v!r}")
+
+
+def _npy_root(root: str | os.PathLike | None) -> str | os.PathLike:
+    if root is None:
+        raise DatasetError("data set 'npy' needs root=<folder holding x_train.npy and y_train.npy>")
+    return root
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,14 +179,33 @@ def read_cifar10_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     each 32x32 row-major). Returns uint8 images (N, 3, 32, 32) and int64 labels."""
     path = Path(path)
     raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise DatasetError(f"{path}: size {raw.size} bytes is not a positive multiple of the CIFAR-10 record "
-                           f"size {_CIFAR_RECORD}; the file is truncated or not a CIFAR-10 binary batch")
+    _check_cifar_size(path, raw.size)
     records = raw.reshape(-1, _CIFAR_RECORD)
-    labels = records[:, 0].astype(np.int64)
+    labels = _check_cifar_labels(path, records[:, 0].astype(np.int64))
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def read_cifar10_labels(path: str | os.PathLike) -> np.ndarray:
+    """The int64 labels of one CIFAR-10 binary batch, with `read_cifar10_file`'s checks, without decoding
+    the images (their bytes are mapped, and only the label bytes are touched)."""
+    path = Path(path)
+    _check_cifar_size(path, path.stat().st_size)
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    labels = raw[::_CIFAR_RECORD].astype(np.int64)
+    del raw
+    return _check_cifar_labels(path, labels)
+
+
+def _check_cifar_size(path: Path, size: int) -> None:
+    if size == 0 or size % _CIFAR_RECORD:
+        raise DatasetError(f"{path}: size {size} bytes is not a positive multiple of the CIFAR-10 record "
+                           f"size {_CIFAR_RECORD}; the file is truncated or not a CIFAR-10 binary batch")
+
+
+def _check_cifar_labels(path: Path, labels: np.ndarray) -> np.ndarray:
     if labels.max() > 9:
         raise DatasetError(f"{path}: label byte {int(labels.max())} is not a CIFAR-10 class (0..9)")
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+    return labels
 
 
 def cifar10_folder(root: str | os.PathLike | None) -> Path:
@@ -144,20 +216,37 @@ def cifar10_folder(root: str | os.PathLike | None) -> Path:
 def read_cifar10(root: str | os.PathLike | None, download: bool = False):
     """((x_train, y_train), (x_test, y_test)) from the five training batches and the official test batch."""
     folder = cifar10_folder(root)
-    names = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing and download:
+    if _cifar10_missing(folder) and download:
         download_cifar10(folder.parent)
-        missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        raise DatasetError(f"CIFAR-10: {folder} lacks {missing[0]}"
-                           + (f" (and {len(missing) - 1} more of {list(names)})" if len(missing) > 1 else "")
-                           + f". Put the binary distribution ({CIFAR10_URL}, extracted) there, pass "
-                           "root=<its parent folder>, or pass download=True where the network allows.")
+    _check_cifar10_files(folder)
     train = [read_cifar10_file(folder / n) for n in CIFAR10_TRAIN_FILES]
     x = np.concatenate([a for a, _ in train])
     y = np.concatenate([b for _, b in train])
     return (x, y), read_cifar10_file(folder / CIFAR10_TEST_FILE)
+
+
+def cifar10_counts(root: str | os.PathLike | None) -> tuple[int, int, int]:
+    """(training records, test records, largest label) of the folder `read_cifar10` reads, with its errors
+    (no download), from the files' sizes and label bytes."""
+    folder = cifar10_folder(root)
+    _check_cifar10_files(folder)
+    train = [read_cifar10_labels(folder / n) for n in CIFAR10_TRAIN_FILES]
+    test = read_cifar10_labels(folder / CIFAR10_TEST_FILE)
+    return sum(len(y) for y in train), len(test), int(max(y.max() for y in (*train, test)))
+
+
+def _cifar10_missing(folder: Path) -> list[str]:
+    return [n for n in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE) if not (folder / n).is_file()]
+
+
+def _check_cifar10_files(folder: Path) -> None:
+    missing = _cifar10_missing(folder)
+    if missing:
+        names = [*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE]
+        raise DatasetError(f"CIFAR-10: {folder} lacks {missing[0]}"
+                           + (f" (and {len(missing) - 1} more of {names})" if len(missing) > 1 else "")
+                           + f". Put the binary distribution ({CIFAR10_URL}, extracted) there, pass "
+                           "root=<its parent folder>, or pass download=True where the network allows.")
 
 
 def download_cifar10(dest: str | os.PathLike) -> Path:
@@ -187,6 +276,12 @@ def download_cifar10(dest: str | os.PathLike) -> Path:
 
 def read_npy_folder(root: str | os.PathLike):
     """(x_train, y_train, x_val, y_val, x_test, y_test) from a folder; missing optional splits are None."""
+    return _read_npy_arrays(root, header_only=False)
+
+
+def _read_npy_arrays(root: str | os.PathLike, header_only: bool):
+    """`read_npy_folder`; with `header_only` the inputs are memory-mapped and only their headers are read
+    (so NaN or infinite values go unnoticed), the labels read and checked in full."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"npy data set: folder {folder} does not exist")
@@ -201,7 +296,7 @@ def read_npy_folder(root: str | os.PathLike):
                 other = fy if f == fx else fx
                 why = f" (it is needed alongside {other.name})" if split != "train" else ""
                 raise DatasetError(f"npy data set: {f} is missing{why}")
-        arrays[f"x_{split}"] = _load_x(fx)
+        arrays[f"x_{split}"] = _load_x(fx, header_only)
         arrays[f"y_{split}"] = _load_y(fy, len(arrays[f"x_{split}"]))
     ref = arrays["x_train"].shape[1:]
     for split in NPY_SPLITS[1:]:
@@ -212,30 +307,18 @@ def read_npy_folder(root: str | os.PathLike):
     return tuple(arrays[f"{v}_{s}"] for s in NPY_SPLITS for v in ("x", "y"))
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:  # object arrays need pickle, which is never allowed
-        raise DatasetError(f"{path}: cannot be read without pickle ({e}); save a numeric array") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
-
-
-def _load_x(path: Path) -> np.ndarray:
-    x = _load_npy(path)
+def _load_x(path: Path, header_only: bool = False) -> np.ndarray:
+    x = load_npy(path, mmap=header_only)
     if x.ndim not in (2, 4, 5):
         raise DatasetError(f"{path}: shape {x.shape} is not (N, D), (N, C, H, W) or (N, C, T, H, W)")
     if 0 in x.shape:
         raise DatasetError(f"{path}: shape {x.shape} holds no data")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
-        raise DatasetError(f"{path}: dtype {x.dtype} is not a real numeric type")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise DatasetError(f"{path}: holds NaN or infinite values")
+    check_real(path, x, values=not header_only)
     return x
 
 
 def _load_y(path: Path, n: int) -> np.ndarray:
-    y = _load_npy(path)
+    y = load_npy(path)
     if y.ndim != 1:
         raise DatasetError(f"{path}: labels must have shape (N,), got {y.shape}")
     if len(y) != n:
@@ -259,13 +342,32 @@ def _split_all(x, y, x_val, y_val, x_test, y_test, seed: int, val_fraction: floa
     return (x, y), (x_val, y_val), (x_test, y_test)
 
 
+def _held_out(n: int, fraction: float, what: str) -> int:
+    """How many of `n` examples a `fraction` hold-out takes; at least one, and not all."""
+    n_held = int(round(fraction * n))
+    if n_held < 1 or n_held >= n:
+        raise DatasetError(f"cannot hold out a {what} split of fraction {fraction} from {n} examples")
+    return n_held
+
+
+def _split_sizes(n: int, n_val: int | None, n_test: int | None, *, val_fraction: float,
+                 test_fraction: float) -> tuple[int, int, int]:
+    """(train, validation, test) sizes `_split_all` makes of `n` examples and the given splits' sizes (None:
+    carved out), with its errors, without the arrays."""
+    if n_test is None:
+        n_test = _held_out(n, test_fraction, "test")
+        n -= n_test
+    if n_val is None:
+        n_val = _held_out(n, val_fraction, "validation")
+        n -= n_val
+    return n, n_val, n_test
+
+
 def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
     """(x_keep, y_keep, x_held, y_held): a stratified hold-out where every class has two examples."""
     from sklearn.model_selection import train_test_split
 
-    n_held = int(round(fraction * len(y)))
-    if n_held < 1 or n_held >= len(y):
-        raise DatasetError(f"cannot hold out a {what} split of fraction {fraction} from {len(y)} examples")
+    n_held = _held_out(len(y), fraction, what)
     counts = np.bincount(y)
     present = counts[counts > 0]
     stratify = y if present.min() >= 2 and len(present) <= n_held <= len(y) - len(present) else None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.datasets import DatasetError, _load_npy
+from workers.arrays import DatasetError, check_real, load_npy
 
 MOVING_DIGITS = "moving_digits"
 CLIPS = "clips"
@@ -42,17 +42,35 @@ def is_video_dataset(name: str) -> bool:
 
 def load_video_arrays(name: str, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of ``moving_digits[:options]`` or ``clips`` (with `root`); see the module docstring."""
+    base, options = _parse_name(name, root)
+    if base == CLIPS:
+        x, y, _ = read_clip_folder(root)
+        return x, y
+    return moving_digits(**options)
+
+
+def video_dataset_info(name: str, root: str | os.PathLike | None = None) -> tuple[tuple[int, ...], int, int]:
+    """(clip shape, number of classes, number of clips) that `load_video_arrays` would give, from the options
+    or the clips' ``.npy`` headers alone, with the same errors (but for NaN or infinite pixel values, which
+    only reading the clips finds): the search driver needs the shape before any worker loads the data."""
+    base, options = _parse_name(name, root)
+    if base == CLIPS:
+        return clip_folder_info(root)
+    return moving_digits_info(**options)
+
+
+def _parse_name(name: str, root: str | os.PathLike | None) -> tuple[str, dict[str, int | float]]:
+    """(base name, moving_digits options) of a video data set name, checked."""
     base, _, rest = name.lower().partition(":")
     if base == CLIPS:
         if rest:
             raise DatasetError(f"data set 'clips' takes no options, got {name!r}; pass root=<folder>")
         if root is None:
             raise DatasetError("data set 'clips' needs root=<folder with one sub-folder of .npy clips per class>")
-        x, y, _ = read_clip_folder(root)
-        return x, y
+        return base, {}
     if base != MOVING_DIGITS:
         raise DatasetError(f"unknown video data set {name!r}; known: {MOVING_DIGITS}, {CLIPS}")
-    return moving_digits(**parse_options(name, rest))
+    return base, parse_options(name, rest)
 
 
 def parse_options(name: str, text: str) -> dict[str, int | float]:
@@ -84,14 +102,7 @@ def moving_digits(per_class: int = 100, digits: int = 5, frames_per_digit: int =
     int64 labels; N = 2D * per_class, classes interleaved. Same arguments, same arrays."""
     from sklearn.datasets import load_digits
 
-    for key, value, least in (("per_class", per_class, 1), ("digits", digits, 3), ("frames_per_digit",
-                              frames_per_digit, 1), ("side", side, DIGIT_SIDE), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise DatasetError(f"moving_digits: option {key!r} must be an int >= {least}, got {value!r}")
-    if digits > 10:
-        raise DatasetError(f"moving_digits: option 'digits' must be at most 10 (digit values 0..9), got {digits}")
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise < float("inf"):
-        raise DatasetError(f"moving_digits: option 'noise' must be a number >= 0, got {noise!r}")
+    _check_moving_digits(per_class, digits, frames_per_digit, side, noise, seed)
     d = load_digits()
     images = d.images.astype(np.float32) / 16.0
     pools = [np.flatnonzero(d.target == v) for v in range(digits)]
@@ -112,15 +123,62 @@ def moving_digits(per_class: int = 100, digits: int = 5, frames_per_digit: int =
     return x, y.astype(np.int64)
 
 
+def moving_digits_info(per_class: int = 100, digits: int = 5, frames_per_digit: int = 4, side: int = 16,
+                       noise: float = 0.0, seed: int = 0) -> tuple[tuple[int, ...], int, int]:
+    """(clip shape, number of classes, number of clips) of `moving_digits` with these arguments, without
+    drawing the clips; the same errors."""
+    _check_moving_digits(per_class, digits, frames_per_digit, side, noise, seed)
+    return (1, digits * frames_per_digit, side, side), 2 * digits, 2 * digits * per_class
+
+
+def _check_moving_digits(per_class, digits, frames_per_digit, side, noise, seed) -> None:
+    for key, value, least in (("per_class", per_class, 1), ("digits", digits, 3), ("frames_per_digit",
+                              frames_per_digit, 1), ("side", side, DIGIT_SIDE), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise DatasetError(f"moving_digits: option {key!r} must be an int >= {least}, got {value!r}")
+    if digits > 10:
+        raise DatasetError(f"moving_digits: option 'digits' must be at most 10 (digit values 0..9), got {digits}")
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise < float("inf"):
+        raise DatasetError(f"moving_digits: option 'noise' must be a number >= 0, got {noise!r}")
+
+
 def read_clip_folder(root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(x, y, class names) from ``root/<class name>/*.npy`` (see the module docstring)."""
+    folder, classes = _clip_classes(root)
+    clips, labels = [], []
+    for label, clip in _iter_clips(folder, classes, mmap=False):
+        clips.append(clip)
+        labels.append(label)
+    if len({c.dtype for c in clips}) > 1:  # mixed dtypes: each as float, uint8 scaled to 0..1 as usual
+        clips = [c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32) for c in clips]
+    x = np.stack(clips)
+    return x, np.asarray(labels, dtype=np.int64), classes
+
+
+def clip_folder_info(root: str | os.PathLike) -> tuple[tuple[int, ...], int, int]:
+    """(clip shape, number of classes, number of clips) that `read_clip_folder` would give, from the clips'
+    ``.npy`` headers (memory-mapped, not read); its errors but for NaN or infinite values."""
+    folder, classes = _clip_classes(root)
+    shape: tuple[int, ...] = ()
+    n = 0
+    for _, clip in _iter_clips(folder, classes, mmap=True):
+        shape, n = clip.shape, n + 1
+    return tuple(int(v) for v in shape), len(classes), n
+
+
+def _clip_classes(root: str | os.PathLike) -> tuple[Path, list[str]]:
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"clips data set: folder {folder} does not exist")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DatasetError(f"clips data set: {folder} has no class sub-folders (expected {folder}/<class>/*.npy)")
-    clips, labels = [], []
+    return folder, classes
+
+
+def _iter_clips(folder: Path, classes: list[str], mmap: bool):
+    """(label, clip (C, T, H, W)) of every clip in class then file name order, each checked, all of one
+    shape. With `mmap` the clips are memory-mapped and their values are not checked (nor read)."""
     shape: tuple[int, ...] | None = None
     first: Path | None = None
     for label, name in enumerate(classes):
@@ -128,23 +186,15 @@ def read_clip_folder(root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, l
         if not files:
             raise DatasetError(f"clips data set: class folder {folder / name} holds no .npy clips")
         for f in files:
-            clip = _load_npy(f)
+            clip = load_npy(f, mmap=mmap)
             if clip.ndim == 3:
                 clip = clip[None]
             if clip.ndim != 4 or 0 in clip.shape:
                 raise DatasetError(f"{f}: shape {clip.shape} is not a clip (C, T, H, W) or (T, H, W)")
-            if not (np.issubdtype(clip.dtype, np.number) or clip.dtype == np.bool_) or np.iscomplexobj(clip):
-                raise DatasetError(f"{f}: dtype {clip.dtype} is not a real numeric type")
-            if np.issubdtype(clip.dtype, np.floating) and not np.isfinite(clip).all():
-                raise DatasetError(f"{f}: holds NaN or infinite values")
+            check_real(f, clip, values=not mmap)
             if shape is None:
                 shape, first = clip.shape, f
             elif clip.shape != shape:
                 raise DatasetError(f"{f}: clip shape {clip.shape} differs from {shape} of {first}; every clip "
                                    "must have one (C, T, H, W) shape")
-            clips.append(clip)
-            labels.append(label)
-    if len({c.dtype for c in clips}) > 1:  # mixed dtypes: each as float, uint8 scaled to 0..1 as usual
-        clips = [c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32) for c in clips]
-    x = np.stack(clips)
-    return x, np.asarray(labels, dtype=np.int64), classes
+            yield label, clip
