@@ -9,26 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.train_settings import SettingsError, TrainSettings
+
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the file and the key."""
 
 
-@dataclass
-class TrainConfig:
-    """How each candidate is trained (the worker's hyperparameters)."""
-
-    dataset: str = "digits"
-    data_root: str | None = None
-    data_seed: int = 0
-    epochs: int = 3
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    checkpoint_every: int = 0  # 0: only the final model
+TrainConfig = TrainSettings  # the former name of a search's training settings
 
 
 @dataclass
@@ -50,7 +38,7 @@ class SearchConfig:
     table: str | None = None  # a NAS-Bench-201 CSV: look candidates up instead of training them (workers/tabular.py)
     space_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)  # how each candidate is trained
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -63,8 +51,11 @@ class SearchConfig:
         train = data.pop("train", {}) or {}
         if not isinstance(train, dict):
             raise ConfigError(f"{where}: 'train' must be a table of settings")
-        cfg = cls(train=_fill(TrainConfig(), train, f"{where} [train]"))
-        return _fill(cfg, data, where)
+        try:  # every training setting is checked here, so a bad one stops the search before it starts
+            settings = TrainSettings.from_dict(train, f"{where} [train]")
+        except SettingsError as e:
+            raise ConfigError(str(e)) from None
+        return _fill(cls(train=settings), data, where)
 
 
 def _fill(obj: Any, data: dict[str, Any], where: str) -> Any:

@@ -33,3 +33,15 @@ def test_custom_space_example_runs_as_written(tmp_path):
                            text=True, timeout=600)
         assert p.returncode == 0, f"{command}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     assert (tmp_path / "runs" / "mine" / "best.json").is_file()
+
+
+def test_the_search_training_flags_are_all_listed():
+    import dataclasses
+
+    from nas.train_settings import TrainSettings
+
+    sec = section("## Searching")
+    for f in dataclasses.fields(TrainSettings):
+        flag = "--train-seed" if f.name == "seed" else "--" + f.name.replace("_", "-")
+        assert f"`{flag}" in sec, flag
+    assert "[train]" in sec

@@ -140,10 +140,10 @@ def test_trial_resources_and_settings():
     with pytest.raises(ValueError, match="cpus"):
         trial_resources(0, 0)
     assert train_settings({"epochs": 5})["epochs"] == 5 and train_settings(None) == TRAIN_DEFAULTS
-    # the search driver's training config is accepted as is, with the same defaults
+    # the search driver's training config is accepted as is: one definition, the same defaults
     from nas.config import TrainConfig
 
     driver = dataclasses.asdict(TrainConfig())
-    assert {k: TRAIN_DEFAULTS[k] for k in driver} == driver
+    assert TRAIN_DEFAULTS == driver and train_settings(driver) == driver
     with pytest.raises(ValueError, match="'epoch'"):
         train_settings({"epoch": 5})

@@ -129,6 +129,19 @@ def test_aux_heads_are_trained(digits):
     assert model.aux_outputs == []
 
 
+def test_aux_weight_is_a_setting(digits):
+    def aux_head_after(aux_weight):
+        model = _model(tiny_graph(8, aux=True))
+        before = model.aux_fc.weight.detach().clone()
+        train_candidate(model, digits, epochs=1, batch_size=64, weight_decay=0.0, aux_weight=aux_weight)
+        return before, model.aux_fc.weight.detach()
+
+    assert torch.equal(*aux_head_after(0.0))  # no loss reaches the aux head
+    assert not torch.equal(*aux_head_after(0.3))
+    with pytest.raises(ValueError, match="unknown setting 'aux_wieght'"):
+        train_candidate(_model(tiny_graph(8)), digits, aux_wieght=0.1)
+
+
 def test_max_seconds_stops_after_evaluating(digits):
     reports = []
     out = train_candidate(_model(tiny_graph(8)), digits, epochs=5, batch_size=8, max_seconds=1e-6,

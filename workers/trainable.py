@@ -3,11 +3,12 @@
 Config contract (what the search driver passes as a trial's config)::
 
     config["arch"]   the architecture, as `nas.graph.to_dict(g)` (required)
-    config["train"]  training settings; every key is optional (defaults in TRAIN_DEFAULTS):
-                     dataset, data_root, data_seed, val_fraction, test_fraction, epochs, batch_size,
-                     optimizer, lr, weight_decay, momentum, label_smoothing, schedule, seed, amp,
-                     channels_last, max_seconds, eval_batch_size, bn_recalibration, checkpoint_every,
-                     latency_reps, latency_batch_size; an unknown key fails the trial, naming it
+    config["train"]  training settings, the fields of `nas.train_settings.TrainSettings`; every key is
+                     optional (defaults in TRAIN_DEFAULTS): dataset, data_root, data_seed, val_fraction,
+                     test_fraction, epochs, batch_size, optimizer, lr, weight_decay, momentum,
+                     label_smoothing, schedule, seed, aux_weight, amp, channels_last, max_seconds,
+                     eval_batch_size, bn_recalibration, checkpoint_every, latency_reps,
+                     latency_batch_size; an unknown key or a bad value fails the trial, naming it
     other keys (assignment, arch_id, ...) are ignored.
 
 Every epoch it calls ``ray.tune.report`` with the metrics of `workers.training.Trainer.run_epoch`
@@ -43,21 +44,15 @@ from typing import Any
 
 import torch
 
+from nas.train_settings import TrainSettings
 from workers.datasets import DatasetSplits, load_dataset
-from workers.training import Trainer, TrainSettings, default_device, evaluate, measure_latency
+from workers.training import Trainer, default_device, evaluate, measure_latency
 
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "train_state.pth"  # not *.pt: the driver copies the checkpoint's *.pt file as the weights
 ARCH_FILE = "arch.json"
 
-_SETTINGS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "dataset": "digits", "data_root": None, "data_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2,
-    **_SETTINGS_DEFAULTS,
-    "checkpoint_every": 0,  # 0: only with the final report
-    "latency_reps": 20,  # 0: do not measure (no latency_ms)
-    "latency_batch_size": 1,
-}
+TRAIN_DEFAULTS: dict[str, Any] = TrainSettings().to_dict()  # nas.train_settings: the one definition
 
 _DATA_CACHE: OrderedDict[tuple, DatasetSplits] = OrderedDict()
 _CACHE_SIZE = 2
@@ -85,12 +80,9 @@ def trial_resources(cpus: float = 1.0, gpus: float = 0.0) -> dict[str, float]:
 
 
 def train_settings(train: dict[str, Any] | None) -> dict[str, Any]:
-    """`config["train"]` with defaults filled in; an unknown key raises, naming it."""
-    train = dict(train or {})
-    unknown = sorted(set(train) - set(TRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"config['train'] has unknown setting(s) {unknown}; known: {sorted(TRAIN_DEFAULTS)}")
-    return {**TRAIN_DEFAULTS, **train}
+    """`config["train"]` with defaults filled in, checked (`TrainSettings.from_dict`); an unknown key or a
+    bad value raises `SettingsError` (a ValueError), naming the setting."""
+    return TrainSettings.from_dict(dict(train or {}), "config['train']").to_dict()
 
 
 def cached_dataset(name: str, root: str | None, seed: int, val_fraction: float = 0.2,
@@ -192,7 +184,7 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     if shape != tuple(data.input_shape):
         raise ValueError(f"the architecture's input_shape {list(shape)} differs from data set "
                          f"{data.name!r}'s {list(data.input_shape)}")
-    settings = TrainSettings(**{k: t[k] for k in _SETTINGS_DEFAULTS})
+    settings = TrainSettings(**t)
     torch.manual_seed(settings.seed)
     model = build(g)
     if tuple(model.output_shape) != (data.num_classes,):

@@ -4,12 +4,14 @@
 `run_epoch()` call, so the Ray trainable can report and checkpoint between epochs and resume from a
 `state_dict()`. `train_candidate` is the plain loop around it.
 
-Choices, all deterministic for a seed on CPU:
+The settings are `nas.train_settings.TrainSettings` (re-exported here), the one definition that the
+search's config, its flags and an exported train.py share. Choices, all deterministic for a seed on CPU:
 - the data live as tensors on the training device and are shuffled by a seeded `torch.Generator`
   (no DataLoader: the data sets are small and already normalised); a last batch of one example is
   dropped, since batch norm cannot train on it;
 - the learning rate follows a per-step cosine from `lr` to 0 over all epochs (or stays constant);
-- auxiliary heads (`model.aux_outputs` after a training-mode forward) add their losses with weight 0.3;
+- auxiliary heads (`model.aux_outputs` after a training-mode forward) add their losses with weight
+  `aux_weight` (default 0.3);
 - a non-finite training loss raises `CandidateFailed`. On CUDA the check runs on the device and is
   read every 32 steps to avoid a host sync per step (the step it names is still the first bad one);
 - AMP (bf16 where supported, else fp16 with a GradScaler) and channels-last are on by default on CUDA;
@@ -30,65 +32,24 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.train_settings import OPTIMIZERS, SCHEDULES, SettingsError, TrainSettings
 from workers.datasets import DatasetSplits
 
-AUX_WEIGHT = 0.3
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+__all__ = ["AUX_WEIGHT", "OPTIMIZERS", "SCHEDULES", "CandidateFailed", "SettingsError", "TrainSettings", "Trainer",
+           "default_device", "evaluate", "measure_latency", "recalibrate_bn", "train_candidate"]
+
+AUX_WEIGHT = TrainSettings.aux_weight  # the default of the setting (DARTS' bilevel search uses it)
 
 
 class CandidateFailed(RuntimeError):
     """Training a candidate failed for a reason of the candidate's own (e.g. a NaN loss)."""
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 3
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    schedule: str = "cosine"
-    seed: int = 0
-    amp: bool | None = None  # None: on for CUDA
-    channels_last: bool | None = None  # None: on for CUDA with image or video inputs
-    max_seconds: float | None = None  # stop (after evaluating) once train_seconds passes this
-    eval_batch_size: int = 512
-    bn_recalibration: int = 256  # training examples to re-estimate batch-norm statistics on; 0: off
-
-    def check(self) -> None:
-        def bad(name: str, want: str) -> ValueError:
-            return ValueError(f"training setting {name!r} must be {want}, got {getattr(self, name)!r}")
-
-        for name, least in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1),
-                            ("bn_recalibration", 0)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < least:
-                raise bad(name, f"an int >= {least}")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"one of {SCHEDULES}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise bad("lr", "a positive number")
-        for name in ("weight_decay", "momentum"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise bad(name, "a non-negative number")
-        if not (isinstance(self.label_smoothing, int | float) and 0 <= self.label_smoothing < 1):
-            raise bad("label_smoothing", "a number in [0, 1)")
-        limit = self.max_seconds
-        if limit is not None and not (isinstance(limit, int | float) and math.isfinite(limit) and limit > 0):
-            raise bad("max_seconds", "None or a positive number")
 
 
 def default_device() -> torch.device:
@@ -179,7 +140,7 @@ class Trainer:
                 loss = F.cross_entropy(out, y, label_smoothing=s.label_smoothing)
                 aux = getattr(model, "aux_outputs", None) or []
                 for a in aux:
-                    loss = loss + AUX_WEIGHT * F.cross_entropy(a, y, label_smoothing=s.label_smoothing)
+                    loss = loss + s.aux_weight * F.cross_entropy(a, y, label_smoothing=s.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -243,22 +204,16 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
-def train_candidate(model: nn.Module, data: DatasetSplits, *, epochs: int = 3, batch_size: int = 64,
-                    optimizer: str = "sgd", lr: float = 0.05, weight_decay: float = 5e-4,
-                    momentum: float = 0.9, label_smoothing: float = 0.0, schedule: str = "cosine",
-                    seed: int = 0, device: str | torch.device | None = None, amp: bool | None = None,
-                    channels_last: bool | None = None, report: Callable[[dict], None] | None = None,
-                    max_seconds: float | None = None, bn_recalibration: int = 256) -> dict[str, Any]:
+def train_candidate(model: nn.Module, data: DatasetSplits, *, device: str | torch.device | None = None,
+                    report: Callable[[dict], None] | None = None, **settings: Any) -> dict[str, Any]:
     """Train `model` on `data`'s train split, validating every epoch; `report(metrics)` after each epoch.
 
+    `settings` are `TrainSettings` fields (epochs, batch_size, optimizer, lr, ..., the defaults for the
+    others; the data settings are unused, `data` being given); an unknown one raises `SettingsError`.
     Returns the last epoch's metrics plus ``history`` (every epoch's metrics). Never touches the test
     split. Raises `CandidateFailed` on a non-finite training loss.
     """
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                             weight_decay=weight_decay, momentum=momentum, label_smoothing=label_smoothing,
-                             schedule=schedule, seed=seed, amp=amp, channels_last=channels_last,
-                             max_seconds=max_seconds, bn_recalibration=bn_recalibration)
-    trainer = Trainer(model, data, settings, device)
+    trainer = Trainer(model, data, TrainSettings.from_dict(settings, "train_candidate"), device)
     while not trainer.done:
         metrics = trainer.run_epoch()
         if report is not None:

@@ -33,12 +33,13 @@ from torch import nn
 
 from nas.builder import GraphModule
 from nas.export.python_codegen import ExportError, python_source
-from nas.export.train_script import TrainConfig, train_config_of, train_script
+from nas.export.train_script import train_config_of, train_script
 from nas.export.weights import check_fits, save_weights, state_dict_of
 from nas.graph import arch_id, infer_shapes, input_node, to_json
 from nas.graph import load as load_graph
 from nas.graph import save as save_graph
 from nas.io import atomic_write_text
+from nas.train_settings import TrainSettings
 
 FORMATS = ("python", "json", "torchscript", "onnx")
 ONNX_OPSET = 18
@@ -48,13 +49,14 @@ Weights = Mapping[str, torch.Tensor] | nn.Module | str | os.PathLike
 
 def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.PathLike, *,
            weights: Weights | None = None, with_train: bool = False,
-           train_config: TrainConfig | Mapping[str, Any] | Any | None = None,
+           train_config: TrainSettings | Mapping[str, Any] | Any | None = None,
            class_name: str = "Net") -> list[Path]:
     """Write `arch` (a graph, or an architecture / best.json file) to `path` as `format`.
 
     `weights`: a state dict, a module, or a weights file (loaded with weights_only=True); its keys must be
     the architecture's (``nas.build(arch).state_dict()``). `with_train` (python only) adds ``train.py``,
-    whose defaults are `train_config` (a `TrainConfig`, a mapping, or workers' TrainSettings).
+    whose defaults are `train_config` (`nas.train_settings.TrainSettings`, alias `nas.export.TrainConfig`,
+    or a mapping of its settings; None: its defaults).
     Returns the files written, the model file first.
     """
     if format not in FORMATS:

@@ -12,83 +12,56 @@ trained state dict.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from nas.export.python_codegen import ExportError
+from nas.train_settings import OPTIMIZERS, SCHEDULES, SettingsError, TrainSettings
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
-# settings of the search's training loop (workers.training.TrainSettings) that train.py does not use
-_IGNORED = frozenset({"amp", "channels_last", "max_seconds", "eval_batch_size", "bn_recalibration"})
+__all__ = ["OPTIMIZERS", "SCHEDULES", "USED", "TrainConfig", "train_config_of", "train_script"]
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters written into train.py as its command-line defaults."""
-
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    schedule: str = "cosine"
-    seed: int = 0
-    aux_weight: float = 0.3
-    val_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        def bad(name: str, want: str) -> ExportError:
-            return ExportError(f"train_config: {name!r} must be {want}, got {getattr(self, name)!r}")
-
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(name, "an int >= 1")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise bad("seed", "an int")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"one of {SCHEDULES}")
-        for name in ("lr", "weight_decay", "momentum", "aux_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-                raise bad(name, "a non-negative number")
-        if self.lr <= 0:
-            raise bad("lr", "a positive number")
-        for name in ("label_smoothing", "val_fraction"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
-                raise bad(name, "a number in [0, 1)")
+# train.py's hyperparameters are the search's training settings, one definition (nas.train_settings).
+# An export from a run gets the run's settings; one without a run (a space's preset, an architecture file
+# without them) gets TrainSettings' defaults, the search's: 3 epochs of batch 64, which retrain the way a
+# candidate was trained, so train.py's accuracy compares with the search's; a longer training is
+# `python train.py --epochs N`.
+TrainConfig = TrainSettings
+# the settings train.py uses, in the order of its DEFAULTS; the others (data location and splits, AMP,
+# channels-last, time limit, evaluation batch, batch-norm recalibration, checkpoints, latency) are accepted
+# and ignored: train.py reads --data, runs in float32 and trains every epoch
+USED = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "label_smoothing", "schedule",
+        "seed", "aux_weight", "val_fraction")
 
 
-def train_config_of(config: TrainConfig | Mapping[str, Any] | Any | None) -> TrainConfig:
-    """A `TrainConfig` from None (defaults), a mapping, or a dataclass such as workers' TrainSettings."""
+def train_config_of(config: TrainSettings | Mapping[str, Any] | Any | None) -> TrainSettings:
+    """Checked `TrainSettings` from None (defaults), a mapping of settings, or a dataclass of them."""
     if config is None:
-        return TrainConfig()
-    if isinstance(config, TrainConfig):
-        return config
-    if not isinstance(config, Mapping):
+        config = {}
+    elif isinstance(config, TrainSettings):
+        config = config.to_dict()
+    elif not isinstance(config, Mapping):
         try:
             config = asdict(config)
         except TypeError:
             raise ExportError(f"train_config must be a mapping or a dataclass, got {type(config).__name__}") from None
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(config) - known - _IGNORED
+    known = [f.name for f in fields(TrainSettings)]
+    unknown = sorted(set(config) - set(known))
     if unknown:
-        raise ExportError(f"train_config has unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return TrainConfig(**{k: v for k, v in config.items() if k in known})
+        raise ExportError(f"train_config has unknown setting(s) {unknown}; known: {sorted(known)}")
+    try:
+        return TrainSettings.from_dict(dict(config), "train_config")
+    except SettingsError as e:
+        if e.setting is None:
+            raise ExportError(str(e)) from None
+        raise ExportError(f"train_config: {e.setting!r} must be {e.want}, got {e.value!r}") from None
 
 
 def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tuple[int, ...],
-                 config: TrainConfig) -> str:
-    """The text of train.py for the exported model file `model_file` (a name next to train.py)."""
-    defaults = asdict(config)
+                 config: TrainSettings) -> str:
+    """The text of train.py for the exported model file `model_file` (a name next to train.py); its
+    DEFAULTS are `config`'s settings that train.py uses (`USED`)."""
+    defaults = {k: getattr(config, k) for k in USED}
     lines = [f"    {k!r}: {v!r}," for k, v in defaults.items()]
     return _TEMPLATE.format(
         class_name=class_name, arch_id=arch_id, model_file=model_file, input_shape=tuple(input_shape),
