@@ -39,11 +39,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nas  # noqa: E402
-from nas.darts.bilevel import BilevelSearch  # noqa: E402
 from nas.darts.mixed import ZERO_OPS, build_supernet_module, split_parameters  # noqa: E402
 from nas.darts.settings import DartsSettings  # noqa: E402
 from nas.darts.supernet import build_supernet  # noqa: E402
 from nas.graph import ArchGraph, ordered_inputs, topological_order  # noqa: E402
+from workers.darts_bilevel import BilevelSearch  # noqa: E402
 
 
 def separate_ops_graph(sg) -> ArchGraph:

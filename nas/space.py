@@ -125,7 +125,12 @@ BuildFn = Callable[..., nx.DiGraph]
 
 @dataclass
 class SearchSpace:
-    """`build(assignment, num_classes=..., input_shape=..., **options) -> ArchGraph`."""
+    """`build(assignment, num_classes=..., input_shape=..., **options) -> ArchGraph`.
+
+    ``relaxation``: for a space whose nodes choose their inputs, a zero-argument factory of the
+    `nas.relaxation.Relaxation` that says how DARTS-style strategies relax those choices (called only
+    when one asks); None for spaces whose op choices relax on their own.
+    """
 
     name: str
     variables: list[Variable]
@@ -135,6 +140,7 @@ class SearchSpace:
     num_classes: int = 10
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    relaxation: Callable[[], Any] | None = field(default=None, repr=False)  # -> nas.relaxation.Relaxation
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variables]

@@ -30,9 +30,9 @@ Inputs: two reductions halve the resolution twice and ``factorized_reduce`` need
 and width must be multiples of 4 (digits' 8x8 works: 8 -> 4 -> 2).
 
 DARTS relaxation: `darts_edges_space` is the same network with one op-choice variable per candidate
-edge ``{t}_n{i}_e{j}`` (every earlier node j of node i), whose node sums all its edges; it is registered
-as this space's relaxation (`nas.darts.relax`), so DARTS' supernet mixes all 14 edges of a cell and
-derivation keeps each node's two strongest non-none edges.
+edge ``{t}_n{i}_e{j}`` (every earlier node j of node i), whose node sums all its edges; it is declared
+as this space's relaxation (``relaxation=darts_relaxation``, a `nas.relaxation.Relaxation`), so DARTS'
+supernet mixes all 14 edges of a cell and derivation keeps each node's two strongest non-none edges.
 
 Presets: ``darts_v1`` and ``darts_v2``, the first- and second-order genotypes published with the paper's
 code (quark0/darts, cnn/genotypes.py), at the paper's CIFAR-10 evaluation size (C=36, 20 cells, 3x32x32,
@@ -41,8 +41,8 @@ no auxiliary head): 3,349,342 parameters for DARTS_V2, the figure the paper's co
 
 from __future__ import annotations
 
-from nas.darts.relax import InputChoice, Relaxation, register_relaxation
 from nas.graph import ArchGraph
+from nas.relaxation import InputChoice, Relaxation
 from nas.space import Categorical, Preset, SearchSpace, SpaceError
 
 PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
@@ -207,7 +207,8 @@ OPTIONS = {"C": 16, "layers": 8, "stem_multiplier": 3}
 
 def darts_space() -> SearchSpace:
     return SearchSpace("darts", list(VARIABLES), build_darts, presets=dict(PRESETS), input_shape=(1, 8, 8),
-                       num_classes=10, options=dict(OPTIONS), description=__doc__ or "")
+                       num_classes=10, options=dict(OPTIONS), description=__doc__ or "",
+                       relaxation=darts_relaxation)
 
 
 def darts_edges_space() -> SearchSpace:
@@ -219,12 +220,10 @@ def darts_edges_space() -> SearchSpace:
 
 
 def darts_relaxation() -> Relaxation:
+    """The all-edges relaxation of `darts_space` (see the module docstring)."""
     nodes = tuple(
         InputChoice(input_vars=tuple(_in_var(t, i, s) for s in SLOTS), op_vars=tuple(_op_var(t, i, s) for s in SLOTS),
                     edges={j: _edge_var(t, i, j) for j in range(i)})
         for t in CELL_TYPES for i in NODES
     )
     return Relaxation(space=darts_edges_space(), nodes=nodes)
-
-
-register_relaxation(build_darts, darts_relaxation)

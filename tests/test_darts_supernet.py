@@ -224,9 +224,9 @@ def test_nb201_shaped_cell_space_relaxes_generically_and_derives_a_valid_assignm
     assert net.relaxation is None and net.nodes["edge_2_1"] == ["c0_e21", "c1_e21"]
     model = build_supernet_module(net.graph)
     assert len(alpha_parameters(model)) == 6
-    from nas.darts.bilevel import BilevelSearch, split_halves
     from nas.darts.mixed import architecture_weights
     from nas.darts.settings import DartsSettings
+    from workers.darts_bilevel import BilevelSearch, split_halves
 
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     search = BilevelSearch(model, *split_halves(x, y, 0), DartsSettings(epochs=1, batch_size=16), "cpu")
@@ -294,3 +294,41 @@ def test_cli_darts_on_a_space_without_op_choices_or_with_a_wrong_option_fails_cl
     assert main(["search", "--space", "darts", "--strategy", "darts", "--strategy-option", "population_size=4",
                  "--out", str(tmp_path / "b")]) == 2
     assert "strategy 'darts' has no option(s) ['population_size']" in capsys.readouterr().err
+
+
+def test_find_relaxation_reads_the_space_first_and_falls_back_to_the_registry():
+    import dataclasses
+
+    import nas.relaxation
+    from nas.darts import relax
+    from search_spaces.darts import build_darts, darts_relaxation
+
+    assert relax.Relaxation is nas.relaxation.Relaxation and relax.InputChoice is nas.relaxation.InputChoice
+    declared = relax.find_relaxation(darts_space())
+    assert declared is not None and declared.space.name == "darts_edges"
+    # a plug-in space that declares nothing but registered a factory for its build function (the old hook)
+    plugin = dataclasses.replace(darts_space(), name="darts_plugin", relaxation=None)
+    assert relax.find_relaxation(plugin) is None
+    relax.register_relaxation(build_darts, darts_relaxation)
+    try:
+        found = relax.find_relaxation(plugin)
+        assert found is not None and found.space.name == "darts_edges"
+        assert build_supernet(plugin, options={"C": 4, "layers": 3}).relaxed.name == "darts_edges"
+        # the space's own declaration wins over the registry
+        other = dataclasses.replace(darts_relaxation(), nodes=darts_relaxation().nodes[:1])
+        assert len(relax.find_relaxation(dataclasses.replace(plugin, relaxation=lambda: other)).nodes) == 1
+    finally:
+        relax._RELAXATIONS.pop(build_darts, None)
+
+
+def test_a_declared_relaxation_that_does_not_fit_the_space_raises():
+    import dataclasses
+
+    from search_spaces.darts import darts_relaxation
+
+    good = darts_relaxation()
+    node = good.nodes[0]
+    bad_edge = dataclasses.replace(node, edges={**node.edges, 0: "no_such_edge"})
+    space = dataclasses.replace(darts_space(), relaxation=lambda: dataclasses.replace(good, nodes=(bad_edge,)))
+    with pytest.raises(nas.SpaceError, match="'no_such_edge' is not an op-choice variable"):
+        build_supernet(space, options={"C": 4, "layers": 3})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,3 +81,32 @@ def test_the_all_edges_space_sums_every_earlier_node():
 def test_bad_options_raise_naming_them(kw, match):
     with pytest.raises(nas.SpaceError, match=match):
         SPACE.graph(SPACE.defaults(), **kw)
+
+
+def test_the_relaxation_is_declared_on_the_space_lazily_and_survives_copies():
+    import dataclasses
+
+    from nas.relaxation import Relaxation
+    from search_spaces.darts import darts_relaxation
+
+    assert SPACE.relaxation is darts_relaxation and darts_edges_space().relaxation is None
+    r = SPACE.relaxation()
+    assert isinstance(r, Relaxation) and r.space.name == "darts_edges" and len(r.nodes) == 2 * len((2, 3, 4, 5))
+    r.check(SPACE)
+    copy = dataclasses.replace(SPACE, name="darts_copy")
+    assert copy.relaxation is darts_relaxation
+    assert nas.get_space("darts").relaxation is darts_relaxation
+
+
+def test_the_space_module_imports_no_strategy():
+    """Spaces declare their relaxation as data; they never import nas.darts' strategy code."""
+    import subprocess
+    import sys
+
+    code = ("import sys, search_spaces.darts; "
+            "bad = sorted(m for m in sys.modules "
+            "if m.startswith(('nas.darts.', 'workers')) and m != 'nas.darts.mixed'); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr

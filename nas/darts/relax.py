@@ -1,84 +1,38 @@
-"""The one hook a cell space with *input* choices gives DARTS: how to relax them.
+"""Finding a space's relaxation of its *input* choices, for DARTS (see `nas.relaxation`).
 
-Op-choice variables relax generically (`nas.darts.supernet`): each becomes a softmax mixture of its
-alternatives. Input choices ("node i takes its inputs from two of the earlier nodes") do not: DARTS
-relaxes them by putting a mixed edge on *every* (node, earlier node) pair and, after the search, keeping
-the k strongest edges of each node. A space states that with a `Relaxation`, plain data:
-
-- ``space``: a second search space over the same network whose op-choice variables are one per
-  candidate edge (its alternatives include a zero op, which is what lets an edge be dropped). It is an
-  ordinary space (an evolution search can run on it too); DARTS relaxes its op choices generically.
-- ``nodes``: for each node whose inputs are chosen, which variables of the original space hold its k
-  inputs and k ops, and which edge variable of the relaxed space stands for each candidate input.
+A space declares how its input choices relax as data: ``SearchSpace.relaxation``, a zero-argument
+factory of a `nas.relaxation.Relaxation` (an all-edges space plus, per node, its input and op variables
+and the edge variable of each candidate input). `find_relaxation` calls it and checks the result against
+the space. Plug-ins that registered a factory with `register_relaxation(build_fn, factory)`, keyed by
+the space's build function, keep working: that registry is the fallback when the space declares none.
 
 Derivation (`nas.darts.derive`) keeps, per node, the k inputs whose strongest non-zero op weight is
 largest (ties: the earlier input) and gives each kept slot that edge's strongest non-zero op, which is
-DARTS' rule. A space registers its relaxation with `register_relaxation(build_fn, factory)`, keyed by
-its build function, so the hook is found whether the space was loaded by name or by import path.
+DARTS' rule. `InputChoice` and `Relaxation` are re-exported here for existing imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-from nas.space import SearchSpace, SpaceError
+from nas.relaxation import InputChoice, Relaxation
+from nas.space import SearchSpace
 
-
-@dataclass(frozen=True)
-class InputChoice:
-    """One node of a cell: slot s takes input ``space[input_vars[s]]`` through op ``space[op_vars[s]]``;
-    ``edges[j]`` is the relaxed space's op-choice variable of the candidate edge from input j."""
-
-    input_vars: tuple[str, ...]
-    op_vars: tuple[str, ...]
-    edges: Mapping[Any, str]
-
-
-@dataclass(frozen=True)
-class Relaxation:
-    space: SearchSpace
-    nodes: tuple[InputChoice, ...]
-
-    def check(self, target: SearchSpace) -> None:
-        """Raise unless the relaxation fits `target` (variables exist, domains agree)."""
-        relaxed_ops = {v.name for v in self.space.op_choices}
-        for node in self.nodes:
-            if len(node.input_vars) != len(node.op_vars) or not node.input_vars:
-                raise SpaceError(f"relaxation of {target.name!r}: {node.input_vars} and {node.op_vars} must be "
-                                 "equally long and not empty")
-            if len(node.edges) < len(node.input_vars):
-                raise SpaceError(f"relaxation of {target.name!r}: {node.input_vars} choose {len(node.input_vars)} "
-                                 f"inputs among only {len(node.edges)} candidate edges")
-            for var in node.input_vars:
-                for value in node.edges:
-                    if not target.variable(var).contains(value):
-                        raise SpaceError(f"relaxation of {target.name!r}: input {value!r} is not in the domain "
-                                         f"of variable {var!r}")
-            for edge in node.edges.values():
-                if edge not in relaxed_ops:
-                    raise SpaceError(f"relaxation of {target.name!r}: edge variable {edge!r} is not an op-choice "
-                                     f"variable of the relaxed space {self.space.name!r}")
-                for var in node.op_vars:
-                    domain = target.variable(var).values
-                    extra = [v for v in self.space.variable(edge).values if v not in domain]
-                    if extra:
-                        raise SpaceError(f"relaxation of {target.name!r}: edge variable {edge!r} has value(s) "
-                                         f"{extra} that op variable {var!r} lacks")
-
+__all__ = ["InputChoice", "Relaxation", "find_relaxation", "register_relaxation"]
 
 _RELAXATIONS: dict[Callable, Callable[[], Relaxation]] = {}
 
 
 def register_relaxation(build_fn: Callable, factory: Callable[[], Relaxation]) -> None:
-    """Declare how the spaces built by `build_fn` relax their input choices (see the module docstring)."""
+    """Declare how the spaces built by `build_fn` relax their input choices, for spaces that do not set
+    ``SearchSpace.relaxation`` (see the module docstring)."""
     _RELAXATIONS[build_fn] = factory
 
 
 def find_relaxation(space: SearchSpace) -> Relaxation | None:
-    """The relaxation registered for `space`'s build function, checked against `space`; None if none."""
-    factory = _RELAXATIONS.get(space.build)
+    """`space`'s relaxation (its ``relaxation`` factory, else the one registered for its build function),
+    checked against `space`; None if it has none."""
+    factory = space.relaxation or _RELAXATIONS.get(space.build)
     if factory is None:
         return None
     relaxation = factory()

@@ -9,8 +9,8 @@ whose cells share one genotype, the same node of every other cell of that type. 
 
 A variable that changes the graph's structure (nodes, edges, merges), or two variables deciding one
 node, cannot be relaxed this way and raise an error naming them. A space whose nodes choose their inputs
-registers a `nas.darts.relax.Relaxation`; the supernet is then built from the relaxation's all-edges
-space, and the derived assignment maps back to the original space (`nas.darts.derive`).
+declares a `nas.relaxation.Relaxation` (``SearchSpace.relaxation``); the supernet is then built from the
+relaxation's all-edges space, and the derived assignment maps back to the original space (`nas.darts.derive`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Any
 import networkx as nx
 
 from nas.darts.mixed import ZERO_OPS
-from nas.darts.relax import Relaxation, find_relaxation
+from nas.darts.relax import find_relaxation
 from nas.graph import ArchGraph, infer_shapes
 from nas.ops import get_op
+from nas.relaxation import Relaxation
 from nas.space import Assignment, SearchSpace, SpaceError
 
 

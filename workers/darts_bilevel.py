@@ -13,6 +13,8 @@ Each step (the paper's Algorithm 1, alphas first as in its code) takes one batch
 The weight lr follows a per-epoch cosine from ``w_lr`` to ``w_lr_min`` (the paper's schedule). After each
 epoch batch-norm statistics are re-estimated and the supernet (softmax mixture) is evaluated on the
 validation split when one is given: an indication only, the derived network is what gets evaluated.
+
+Run inside the Ray worker by `workers.darts_trainable`; the supernet itself comes from `nas.darts`.
 """
 
 from __future__ import annotations
