@@ -54,7 +54,7 @@ def main() -> None:
         options = parse(config)
         vals, tests, evals, start = [], [], [], time.perf_counter()
         for seed in seeds:
-            run = run_one(space, TabularEvaluator(table, seed), "combo", seed, args.budget_seconds, options)
+            run = run_one(space, TabularEvaluator(table, seed).outcome, "combo", seed, args.budget_seconds, options)
             vals.append(val_mean[run.index[run.best]])
             tests.append(run.test[run.best])
             evals.append(run.n_evaluations)

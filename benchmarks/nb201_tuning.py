@@ -56,7 +56,7 @@ def main() -> None:
         options = {} if name == "random" else {"population_size": p, "sample_size": s}
         vals, tests, evals = [], [], []
         for seed in seeds:
-            run = run_one(space, TabularEvaluator(table, seed), name, seed, args.budget_seconds, options)
+            run = run_one(space, TabularEvaluator(table, seed).outcome, name, seed, args.budget_seconds, options)
             b = run.best
             vals.append(val_mean[run.index[b]])
             tests.append(run.test[b])

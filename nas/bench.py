@@ -1,12 +1,13 @@
 """`nas bench`: search strategies on the NAS-Bench-201 table, many seeds each, in this process.
 
-Each (strategy, seed) run drives the strategy's own ask/tell with `workers.tabular.TabularEvaluator`
-(no Ray, no training): the strategy is told one seed's 200-epoch CIFAR-10 validation accuracy, and every
-evaluation charges its simulated time, 12/200 of its 200-epoch training time (the benchmark's 12-epoch
-protocol). A run stops at the first evaluation that would overrun the budget of simulated seconds; that
-one is not counted and its result is not told, so every counted evaluation finished within the budget.
-The evaluator's validation draws are seeded by the run's seed, so all strategies of one seed see the
-same draw for the same architecture.
+Each (strategy, seed) run is the search loop (`nas.loop`) executed in this process, evaluated by the
+``table`` kind of evaluation (`nas.evaluation`; `workers.tabular`), without Ray or training: the strategy
+is told one seed's 200-epoch CIFAR-10 validation accuracy (in percent), and every evaluation charges its
+simulated time, 12/200 of its 200-epoch training time (the benchmark's 12-epoch protocol). A run stops at
+the first evaluation that would overrun the budget of simulated seconds; that one is not counted and its
+result is not told, so every counted evaluation finished within the budget. The evaluator's validation
+draws are seeded by the run's seed, so all strategies of one seed see the same draw for the same
+architecture.
 
 Reported per strategy, over seeds: the CIFAR-10 test accuracy of the architecture the run would return,
 its best by validation accuracy (the first of equals), as mean ± sample standard deviation and standard
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.loop import AskTellLoop, Outcome, Proposal, run_in_process
 from nas.registry import get_space
 from nas.space import SearchSpace
 from nas.strategies import make_strategy, strategy_class
@@ -97,22 +99,38 @@ class Run:
         return out
 
 
-def run_one(space: SearchSpace, evaluate: Callable, strategy: str, seed: int, budget_seconds: float,
-            options: Mapping[str, Any]) -> Run:
-    """Ask, look up, tell until the simulated budget is spent (see the module docstring)."""
+def run_one(space: SearchSpace, evaluate: Callable[[Proposal], Outcome], strategy: str, seed: int,
+            budget_seconds: float, options: Mapping[str, Any]) -> Run:
+    """Ask, look up, tell until the simulated budget is spent (see the module docstring): the search
+    loop executed in this process. `evaluate` is the table evaluation's in-process lookup (e.g.
+    ``TabularEvaluator(table, seed).outcome``); the strategy is told the table's validation accuracy in
+    percent, the benchmark's own scale."""
+    run, spent, start = Run(strategy, seed), [0.0], time.perf_counter()
+
+    def look_up(p: Proposal) -> Outcome:
+        o = evaluate(p)
+        if not o.ok:  # every cell of the space has a row: a failed lookup means a wrong table
+            raise BenchError(f"nas bench: {o.error}")
+        o.value = o.extra["result"].val_accuracy
+        return o
+
+    def past_budget(p: Proposal, o: Outcome) -> bool:
+        return spent[0] + o.extra["result"].simulated_seconds > budget_seconds
+
+    class Record:
+        def record(self, p: Proposal, o: Outcome) -> None:
+            r = o.extra["result"]
+            spent[0] += r.simulated_seconds
+            run.times.append(spent[0])
+            run.val.append(r.val_accuracy)
+            run.test.append(r.test_accuracy)
+            run.index.append(r.index)
+
+        def told(self, p: Proposal, o: Outcome) -> None:
+            pass
+
     strat = make_strategy(strategy, space, seed=seed, mode="max", **options)
-    run, spent, start = Run(strategy, seed), 0.0, time.perf_counter()
-    while True:
-        assignment = strat.ask()
-        r = evaluate(assignment)
-        if spent + r.simulated_seconds > budget_seconds:
-            break
-        spent += r.simulated_seconds
-        strat.tell(assignment, r.val_accuracy)
-        run.times.append(spent)
-        run.val.append(r.val_accuracy)
-        run.test.append(r.test_accuracy)
-        run.index.append(r.index)
+    run_in_process(AskTellLoop(strat, journal=Record()), look_up, stop=past_budget)
     run.wall_seconds = time.perf_counter() - start
     return run
 
@@ -199,16 +217,23 @@ def run_bench(table: str | Path, strategies: Sequence[str], seeds: int, budget_s
     """Run every strategy on seeds first_seed .. first_seed + seeds - 1; write the files to `out` (if
     given) and return what results.json holds. A strategy that is not registered (or cannot be imported)
     is skipped with a message."""
-    from workers.tabular import SPACE, TabularEvaluator, load_table
+    from nas.config import SearchConfig
+    from nas.evaluation import EvaluationError, get_evaluation
 
     if seeds < 1:
         raise BenchError(f"--seeds must be >= 1, got {seeds}")
     if not budget_seconds > 0:
         raise BenchError(f"--budget-seconds must be > 0, got {budget_seconds}")
     the_space = get_space(space)
-    if the_space.name != SPACE:
-        raise BenchError(f"nas bench looks candidates up in NAS-Bench-201; it needs --space {SPACE}, not {space!r}")
-    tab = load_table(table)
+
+    def evaluation(seed: int):
+        return get_evaluation(SearchConfig(space=space, table=str(table), seed=seed), "table")
+
+    try:
+        evaluation(first_seed).check()
+    except EvaluationError as e:
+        raise BenchError(f"nas bench: {e}") from None
+    tab = evaluation(first_seed).table()
     options = {s: dict((options or {}).get(s, {})) for s in strategies}
     optimum = tab.best(lambda r: r.test_accuracy)
     grid = [budget_seconds * k / (CURVE_POINTS - 1) for k in range(CURVE_POINTS)]
@@ -235,7 +260,7 @@ def run_bench(table: str | Path, strategies: Sequence[str], seeds: int, budget_s
             continue
         runs, start = [], time.perf_counter()
         for seed in seed_list:
-            runs.append(run_one(the_space, TabularEvaluator(tab, seed), name, seed, budget_seconds, options[name]))
+            runs.append(run_one(the_space, evaluation(seed).in_process(), name, seed, budget_seconds, options[name]))
         wall = time.perf_counter() - start
         per_seed = [r.result() for r in runs]
         test = _stats([p["best_test"] for p in per_seed])

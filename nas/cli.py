@@ -116,15 +116,52 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-_SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig
+def _train_flag_dest(setting: str) -> str:
+    """The flag of a training setting (`--train-seed` for `seed`: `--seed` is the search's seed)."""
+    return "train_seed" if setting == "seed" else setting
+
+
+def _train_flags() -> dict[str, tuple[str | None, str]]:
+    from dataclasses import fields
+
+    from nas.train_settings import TrainSettings
+
+    return {_train_flag_dest(f.name): ("train", f.name) for f in fields(TrainSettings)}
+
+
+_SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig; every training setting has a flag
     "space": (None, "space"), "strategy": (None, "strategy"), "budget": (None, "budget"), "seed": (None, "seed"),
     "out": (None, "out"), "address": (None, "address"), "workers": (None, "workers"),
     "cpus_per_trial": (None, "cpus_per_trial"), "max_params": (None, "max_params"),
     "max_flops": (None, "max_flops"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
     "table": (None, "table"),
-    "dataset": ("train", "dataset"), "data_root": ("train", "data_root"), "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"), "optimizer": ("train", "optimizer"), "lr": ("train", "lr"),
+    **_train_flags(),
 }
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per `nas.train_settings.TrainSettings` field, from its type, default and help."""
+    from dataclasses import MISSING, fields
+
+    from nas.train_settings import TrainSettings, setting_types
+
+    group = p.add_argument_group("training settings (each also a key of the config file's [train] table)")
+    types = setting_types()
+    for f in fields(TrainSettings):
+        kind, _ = types[f.name]
+        dest = _train_flag_dest(f.name)
+        default = f.default if f.default is not MISSING else None
+        text = f.metadata["help"] + ("" if default is None else f" (default {default})")
+        kw: dict[str, Any] = {"dest": dest, "default": None, "help": text.replace("%", "%%")}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = kind
+            if "choices" in f.metadata:
+                kw["choices"] = f.metadata["choices"]
+            else:
+                kw["metavar"] = {int: "N", float: "X", str: "TEXT"}[kind]
+        group.add_argument("--" + dest.replace("_", "-"), **kw)
 
 
 def search_config_from_args(args: argparse.Namespace):
@@ -204,14 +241,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from nas.bench import BenchError, run_bench, strategy_options
-    from workers.tabular import TableError
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     try:
         options = strategy_options(strategies, args.strategy_option or [], args.population_size, args.sample_size)
         report = run_bench(args.table, strategies, args.seeds, args.budget_seconds, options,
                            first_seed=args.first_seed, space=args.space, out=args.out)
-    except (BenchError, TableError) as e:
+    except BenchError as e:
         raise CLIError(str(e)) from None
     print()
     print(report["summary"], end="")
@@ -250,13 +286,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="search space (default resnet)")
     p.add_argument("--strategy", help="evolution | random | combo | darts (default evolution)")
     p.add_argument("--budget", type=int, help="number of evaluations (default 20)")
-    p.add_argument("--dataset", help="digits (default) | cifar10 | npy | moving_digits[:options] | clips")
-    p.add_argument("--data-root", help="folder of the data set (cifar10, npy)")
-    p.add_argument("--epochs", type=int, help="training epochs per candidate")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="the search's seed (default 0; training's is --train-seed)")
     p.add_argument("--out", help="output folder (default runs/search)")
     p.add_argument("--address", help="Ray cluster address ('auto' for the cluster this machine is in)")
     p.add_argument("--workers", type=int, help="trials at once (default: CPUs // cpus per trial)")
@@ -271,6 +301,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--space-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--config", help="a TOML or YAML file holding any of these settings")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    _add_train_flags(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("bench", help="strategies on the NAS-Bench-201 table, many seeds, simulated time (no Ray)")

@@ -26,10 +26,11 @@ class ExportSource:
     description: str = ""
 
 
-def _trial_weights(folder: Path, trial_id: str, aid: str) -> Path | None:
-    """The trial's final model.pt in the Tune storage of a run folder, if it is still there."""
-    hits = sorted((folder / "ray").glob(f"session-*/trial_{trial_id}_{aid}/checkpoint_*/model.pt"))
-    return hits[-1] if hits else None
+def _trial_weights(run: RunFolder, trial_id: str) -> Path | None:
+    """The trial's final weights, where the driver recorded them (``checkpoints.jsonl``) and they still are."""
+    rec = run.checkpoint_of(trial_id)
+    weights = Path(rec["weights"]) if rec and rec.get("weights") else None
+    return weights if weights is not None and weights.is_file() else None
 
 
 def from_run_folder(folder: Path, rank: int = 1) -> ExportSource:
@@ -48,16 +49,16 @@ def from_run_folder(folder: Path, rank: int = 1) -> ExportSource:
     else:
         from nas.config import SearchConfig
         from nas.registry import get_space
-        from nas.search import dataset_shape
+        from nas.search import data_info
 
         cfg = SearchConfig.from_dict(config, str(run.config_file))
-        shape, n_classes = dataset_shape(cfg)
-        arch = get_space(cfg.space).graph(rec["assignment"], num_classes=n_classes, input_shape=shape,
-                                          **cfg.space_options)
+        info = data_info(cfg)
+        arch = get_space(cfg.space).graph(rec["assignment"], num_classes=info.num_classes,
+                                          input_shape=info.input_shape, **cfg.space_options)
     if arch_id(arch) != rec["arch_id"]:
         raise ExportSourceError(f"{folder}: rank {rank} is architecture {rec['arch_id']}, but rebuilding it gave "
                                 f"{arch_id(arch)}; was the space changed since the search?")
-    weights = _trial_weights(folder, rec["trial_id"], rec["arch_id"])
+    weights = _trial_weights(run, rec["trial_id"])
     if weights is None and rank == 1 and run.weights_file.is_file():
         weights = run.weights_file
     return ExportSource(arch, weights, _train_settings(config.get("train")),
@@ -65,13 +66,14 @@ def from_run_folder(folder: Path, rank: int = 1) -> ExportSource:
 
 
 def _train_settings(train: Any) -> dict[str, Any]:
-    """The search's training settings that a generated train.py uses (data location is its --data)."""
+    """The search's training settings (`nas.train_settings.TrainSettings` fields; train.py uses those it
+    can, its data being --data); keys that are not settings (a run of another version) are dropped."""
     from dataclasses import fields
 
-    from nas.export import TrainConfig
+    from nas.train_settings import TrainSettings
 
-    keep = {f.name for f in fields(TrainConfig)}
-    return {k: v for k, v in (train or {}).items() if k in keep} if isinstance(train, dict) else {}
+    keep = {f.name for f in fields(TrainSettings)}
+    return {k: v for k, v in train.items() if k in keep} if isinstance(train, dict) else {}
 
 
 def resolve(source: str, rank: int = 1) -> ExportSource:

@@ -1,5 +1,6 @@
-"""Black-box use of the strategies: `optimize(objective, space, ...)` runs ask -> objective -> tell in
-this process, one evaluation at a time, and returns a `History`. No Ray, no training.
+"""Black-box use of the strategies: `optimize(objective, space, ...)` runs the search loop (`nas.loop`) in
+this process, ask -> objective -> tell, one evaluation at a time, and returns a `History`. No Ray, no
+training.
 
 Note: ``nas.optimize`` is the function (re-exported by the package); import the module's names with
 ``from nas.optimize import History, optimize``.
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nas.loop import AskTellLoop, Outcome, Proposal, run_in_process
 from nas.space import Assignment, SearchSpace, Variable, as_space
 from nas.strategies import make_strategy
 
@@ -119,13 +121,23 @@ def optimize(objective: Callable[[Assignment], float], space: SearchSpace | Iter
     strat = make_strategy(strategy, space, seed=seed, mode=mode, **strategy_options)
     history = History(mode=mode, strategy=strategy, seed=seed)
     start = time.perf_counter()
-    for _ in range(budget):
-        assignment = strat.ask()
+
+    def call(p: Proposal) -> Outcome:
         t0 = time.perf_counter()
-        value, error = _call(objective, dict(assignment))
+        value, error = _call(objective, dict(p.assignment))
         t1 = time.perf_counter()
-        strat.tell(assignment, value)
-        history.evaluations.append(Evaluation(dict(assignment), value, error, t1 - t0, t1 - start))
+        return Outcome("ok" if value is not None else "failed", value, error=error,
+                       extra={"seconds": t1 - t0, "elapsed_s": t1 - start})
+
+    class Record:
+        def record(self, p: Proposal, o: Outcome) -> None:
+            history.evaluations.append(Evaluation(dict(p.assignment), o.value, o.error, o.extra["seconds"],
+                                                  o.extra["elapsed_s"]))
+
+        def told(self, p: Proposal, o: Outcome) -> None:
+            pass
+
+    run_in_process(AskTellLoop(strat, journal=Record(), budget=budget), call)
     return history
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
 EVALUATIONS = "evaluations.jsonl"
+CHECKPOINTS = "checkpoints.jsonl"  # trial id -> where the driver saw its final checkpoint and weights
 
 
 class RunFolder:
@@ -43,6 +44,10 @@ class RunFolder:
     def weights_file(self) -> Path:
         return self.path / "best_weights.pt"
 
+    @property
+    def checkpoints_file(self) -> Path:
+        return self.path / CHECKPOINTS
+
     # -- journal ------------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
         rows, _torn = read_jsonl(self.evaluations_file)
@@ -68,6 +73,30 @@ class RunFolder:
 
     def append(self, record: dict[str, Any]) -> None:
         append_jsonl(self.evaluations_file, record)
+
+    # -- where trials left their files (recorded by the driver, never found by globbing Ray's layout) ------
+    def record_checkpoint(self, trial_id: str, checkpoint: str, weights_file: str | None) -> Path | None:
+        """Note trial `trial_id`'s final checkpoint folder (and the weights file in it, where the kind of
+        evaluation trains a model and the file is there); returns the weights file or None."""
+        weights = Path(checkpoint) / weights_file if weights_file else None
+        weights = weights if weights is not None and weights.is_file() else None
+        append_jsonl(self.checkpoints_file, {"trial_id": trial_id, "checkpoint": str(checkpoint),
+                                             "weights": None if weights is None else str(weights)})
+        return weights
+
+    def checkpoint_of(self, trial_id: str) -> dict[str, Any] | None:
+        """The last checkpoint record of `trial_id`, or None."""
+        rows, _ = read_jsonl(self.checkpoints_file)
+        hits = [r for r in rows if r.get("trial_id") == trial_id]
+        return hits[-1] if hits else None
+
+    def write_best_weights(self, weights: Path, trial_id: str, arch_id: str | None) -> None:
+        """Copy the best trial's weights into the run folder (``best_weights.pt``, and where from)."""
+        from nas.io import atomic_write_bytes
+
+        atomic_write_bytes(self.weights_file, Path(weights).read_bytes())
+        atomic_write_json(self.path / "best_weights.json", {"trial_id": trial_id, "arch_id": arch_id,
+                                                           "source": Path(weights).name})
 
     # -- derived views ------------------------------------------------------------------------------
     def write_leaderboard(self, records: list[dict[str, Any]], metric: str, mode: str, top: int = 20) -> None:

@@ -1,4 +1,10 @@
-"""The driver: a strategy wrapped as a Ray Tune `Searcher`, run by a `Tuner`, journaled to a run folder.
+"""The driver: the search loop (`nas.loop`) as a Ray Tune `Searcher`, run by one `Tuner`, journaled to a run
+folder, evaluating through the evaluation contract (`nas.evaluation`) without knowing which kind it is.
+
+Public steps, which DARTS' plan (`nas.darts.plan`) is written with: `open_run` (the folder, checked for
+resuming), `evaluation_of` (the kind of evaluation, its settings checked), `search` (restore the strategy
+from the journal, run trials to the budget, write the derived files), `run_trials` (the Tuner),
+`connect_ray`. `run_search` is the entry point: a plan where the strategy is one, else `search`.
 
 Resuming does not depend on Ray's experiment state: the run folder's ``evaluations.jsonl`` is the
 source of truth. On ``--resume`` the strategy is rebuilt from its last snapshot plus the evaluations
@@ -9,23 +15,33 @@ SIGKILL) therefore loses only trials that had not finished, and never records on
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from nas.config import SearchConfig
-from nas.graph import arch_id as compute_arch_id
+from nas.evaluation import DataInfo, Evaluation, EvaluationError, get_evaluation
 from nas.graph import to_dict
 from nas.io import atomic_write_json
+from nas.loop import (
+    FAILED,
+    OK,
+    AskTellLoop,
+    BuildArchitecture,
+    Constraints,
+    Deduplicate,
+    Outcome,
+    Proposal,
+    TooManyRejections,
+    check_value,
+)
 from nas.registry import get_space
 from nas.results import RunFolder
 from nas.space import SearchSpace
-from nas.strategies import make_strategy
+from nas.strategies import make_strategy, strategy_plan
 from nas.strategies.base import Strategy
 
 METRIC, MODE = "val_accuracy", "max"
@@ -50,141 +66,135 @@ class SearchOutcome:
         return sum(r.get("status") != "ok" for r in self.records)
 
 
-class SearchState:
-    """Everything the driver tracks between Tune callbacks: the strategy, the journal, pending trials."""
+class RunJournal:
+    """The run folder's side of the search loop (`nas.loop.Journal`): every outcome is appended to
+    ``evaluations.jsonl`` (fsynced) before the strategy hears of it; after that the strategy snapshot,
+    best.json, the leaderboard and the progress line are refreshed."""
 
-    def __init__(self, cfg: SearchConfig, space: SearchSpace, strategy: Strategy, folder: RunFolder,
-                 data_shape: tuple[int, ...], num_classes: int, log: Callable[[str], None]):
-        self.cfg, self.space, self.strategy, self.folder, self.log = cfg, space, strategy, folder, log
-        self.data_shape, self.num_classes = data_shape, num_classes
+    def __init__(self, cfg: SearchConfig, folder: RunFolder, strategy: Strategy, log: Callable[[str], None]):
+        self.cfg, self.folder, self.strategy, self.log = cfg, folder, strategy, log
         self.records = folder.records()
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.by_arch: dict[str, dict[str, Any]] = {r["arch_id"]: r for r in self.records
-                                                    if r.get("status") == "ok" and r.get("arch_id")}
         self.elapsed_before = max((r.get("elapsed_s", 0.0) for r in self.records), default=0.0)
         self.session_start = time.monotonic()
         self.session_done = 0
-        self.n_rejected = 0
-        self.best = folder.ranked(self.records, MODE)[0] if folder.ranked(self.records, MODE) else None
+        ranked = folder.ranked(self.records, MODE)
+        self.best = ranked[0] if ranked else None
 
-    # -- bookkeeping --------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.session_start
 
-    def n_committed(self) -> int:
-        return len(self.records) + len(self.pending)
-
-    def record(self, rec: dict[str, Any], arch: dict[str, Any] | None) -> None:
-        """Journal one finished evaluation, then tell the strategy; refresh the derived files."""
-        rec["index"] = len(self.records)
+    def record(self, p: Proposal, o: Outcome) -> None:
+        n = len(self.records)
+        if o.cached:
+            rec = {"trial_id": f"{p.tag}_cached{n}", "assignment": p.assignment, "arch_id": p.arch_id,
+                   "status": "ok", "value": o.value, "metrics": o.metrics, "cached": o.cached,
+                   "train": o.extra.get("train")}
+        elif p.arch_id is None:  # it failed before it was built
+            rec = {"trial_id": f"{p.tag}_build{n}", "assignment": p.assignment, "arch_id": None,
+                   "status": o.status, "value": None, "error": o.error, "metrics": {}}
+        else:
+            rec = {"trial_id": p.tag, "assignment": p.assignment, "arch_id": p.arch_id, "status": o.status,
+                   "value": o.value if o.ok else None, "metrics": o.metrics, **o.extra}
+            if o.error:
+                rec["error"] = o.error
+        rec["index"] = n
         rec["elapsed_s"] = round(self.elapsed(), 3)
         self.folder.append(rec)
         self.records.append(rec)
         self.session_done += 1
-        ok = rec["status"] == "ok"
-        self.strategy.tell(rec["assignment"], rec["value"] if ok else None)
+        if o.ok and (self.best is None or rec["value"] > self.best["value"]):
+            self.best = rec
+            if p.arch is not None and not o.cached:
+                self.folder.write_best(rec, to_dict(p.arch), METRIC)
+
+    def told(self, p: Proposal, o: Outcome) -> None:
         atomic_write_json(self.folder.strategy_file, {"n_records": len(self.records),
                                                       "state": self.strategy.state_dict()})
-        if ok and rec.get("arch_id"):
-            self.by_arch.setdefault(rec["arch_id"], rec)
-        improved = ok and (self.best is None or rec["value"] > self.best["value"])
-        if improved:
-            self.best = rec
-            if arch is not None:
-                self.folder.write_best(rec, arch, METRIC)
         self.folder.write_leaderboard(self.records, METRIC, MODE)
-        self._progress(rec)
+        self._progress(self.records[-1])
 
     def _progress(self, rec: dict[str, Any]) -> None:
         n, budget = len(self.records), self.cfg.budget
         rate = (time.monotonic() - self.session_start) / max(self.session_done, 1)
         eta = rate * max(budget - n, 0)
-        what = f"{rec['value']:.4f}" if rec["status"] == "ok" else f"FAILED ({rec.get('error', '')[:80]})"
+        what = f"{rec['value']:.4f}" if rec["status"] == "ok" else f"FAILED ({(rec.get('error') or '')[:80]})"
         best = f"{self.best['value']:.4f}" if self.best else "-"
         tag = " (cached)" if rec.get("cached") else ""
         self.log(f"[{n}/{budget}] {METRIC} {what}{tag} | best {best} | elapsed {_hms(self.elapsed())} | "
                  f"ETA {_hms(eta)}")
 
-    # -- proposals ----------------------------------------------------------------------------------
-    def next_config(self, trial_id: str) -> dict[str, Any] | None:
-        """A trial config for the strategy's next proposal, or None when the budget is committed.
 
-        Proposals that fail to build, or that repeat an evaluated architecture, are journaled here
-        without a trial (a failure, or the earlier result marked cached) and count toward the budget.
-        Proposals over max_params / max_flops are rejected before evaluation: the strategy is told they
-        failed, they are counted in `n_rejected`, and they do not use the budget."""
-        rejected_in_a_row = 0
-        while self.n_committed() < self.cfg.budget:
-            assignment = self.strategy.ask()
-            try:
-                g = self.space.graph(assignment, num_classes=self.num_classes, input_shape=self.data_shape,
-                                     **self.cfg.space_options)
-                aid = compute_arch_id(g)
-            except Exception as e:  # the candidate fails, not the search
-                self.record({"trial_id": f"{trial_id}_build{len(self.records)}", "assignment": assignment,
-                             "arch_id": None,
-                             "status": "failed", "value": None, "error": f"{type(e).__name__}: {e}",
-                             "metrics": {}}, None)
-                continue
-            too_large = _over_limits(g, self.cfg)
-            if too_large:
-                with warnings.catch_warnings():  # counted and reported as skipped proposals, not failures
-                    warnings.simplefilter("ignore")
-                    self.strategy.tell(assignment, None)
-                self.n_rejected += 1
-                rejected_in_a_row += 1
-                if rejected_in_a_row >= MAX_REJECTIONS_IN_A_ROW:
-                    raise SearchError(f"{rejected_in_a_row} proposals in a row exceeded the limits (last: "
-                                      f"{too_large}); raise --max-params / --max-flops or narrow the space")
-                continue
-            if aid in self.by_arch:
-                prev = self.by_arch[aid]
-                self.record({"trial_id": f"{trial_id}_cached{len(self.records)}", "assignment": assignment,
-                             "arch_id": aid,
-                             "status": "ok", "value": prev["value"], "metrics": prev.get("metrics", {}),
-                             "cached": prev["trial_id"], "train": prev.get("train")}, None)
-                continue
-            arch = to_dict(g)
-            self.pending[trial_id] = {"assignment": assignment, "arch_id": aid, "arch": arch,
-                                      "started": time.monotonic()}
-            return {"assignment": assignment, "arch_id": aid, "arch": arch, "train": asdict(self.cfg.train)}
-        return None
+class SearchState:
+    """The driver's state between Tune callbacks: the search loop, its journal and the trials in flight.
+
+    `next_config` and `trial_finished` are what Tune's Searcher calls (`_make_searcher`); they are plain
+    methods, so the bookkeeping is tested without Ray. Proposals that fail to build, or that repeat an
+    evaluated architecture, are journaled without a trial (a failure, or the earlier result marked
+    cached) and count toward the budget; proposals over max_params / max_flops are rejected before
+    evaluation (told to the strategy as rejections), counted in `n_rejected`, and use no budget."""
+
+    def __init__(self, cfg: SearchConfig, space: SearchSpace, strategy: Strategy, folder: RunFolder,
+                 evaluation: Evaluation, log: Callable[[str], None],
+                 build: Callable[[dict[str, Any]], Any] | None = None):
+        self.cfg, self.space, self.strategy, self.folder, self.log = cfg, space, strategy, folder, log
+        self.evaluation = evaluation
+        self.data = evaluation.data_info()
+        self.journal = RunJournal(cfg, folder, strategy, log)
+        self.dedup = Deduplicate((r["arch_id"], r["value"], r.get("metrics", {}), r["trial_id"],
+                                  {"train": r.get("train")})
+                                 for r in self.records if r.get("status") == "ok" and r.get("arch_id")
+                                 and not r.get("cached"))
+        build = build or (lambda a: space.graph(a, num_classes=self.data.num_classes,
+                                                input_shape=self.data.input_shape, **cfg.space_options))
+        wrappers = [BuildArchitecture(build), Constraints(cfg.max_params, cfg.max_flops), self.dedup]
+        self.loop = AskTellLoop(strategy, wrappers, self.journal, budget=cfg.budget, n_done=len(self.records))
+        self.pending: dict[str, tuple[Proposal, float]] = {}
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.journal.records
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return self.journal.best
+
+    @property
+    def n_rejected(self) -> int:
+        return self.loop.n_rejected
+
+    @property
+    def by_arch(self) -> dict[str, tuple]:
+        return self.dedup.first
+
+    def next_config(self, trial_id: str) -> dict[str, Any] | None:
+        """A trial config for the strategy's next proposal, or None when the budget is committed."""
+        try:
+            p = self.loop.next(tag=trial_id)
+        except TooManyRejections as e:
+            raise SearchError(f"{e}; raise --max-params / --max-flops or narrow the space") from None
+        if p is None:
+            return None
+        self.pending[trial_id] = (p, time.monotonic())
+        return self.evaluation.trial_config(p)
 
     def trial_finished(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
-        p = self.pending.pop(trial_id, None)
-        if p is None:
-            return
+        if trial_id not in self.pending:
+            return  # a late duplicate report, or a trial of another session
+        p, started = self.pending.pop(trial_id)
         metrics = {k: v for k, v in (result or {}).items() if _is_metric(k, v)}
-        status, err = "ok", None
+        extra = {"train": asdict(self.cfg.train), "trial_seconds": round(time.monotonic() - started, 3)}
         if error or result is None:
-            status, err = "failed", "the trial's worker raised or died (after retries); see the Ray trial logs"
-        elif metrics.get("status") == "failed" or result.get("status") == "failed":
-            status, err = "failed", str(result.get("error", "candidate failed"))
-        value = metrics.get(METRIC)
-        if status == "ok" and not (isinstance(value, int | float) and math.isfinite(value)):
-            status, err = "failed", f"trial reported no finite {METRIC}"
-        rec = {"trial_id": trial_id, "assignment": p["assignment"], "arch_id": p["arch_id"], "status": status,
-               "value": float(value) if status == "ok" else None, "metrics": metrics,
-               "train": asdict(self.cfg.train), "trial_seconds": round(time.monotonic() - p["started"], 3)}
-        if err:
-            rec["error"] = err
-        elif isinstance(metrics.get("epoch"), int) and metrics["epoch"] < self.cfg.train.epochs:
-            rec["stopped_early"] = True  # by the scheduler (ASHA) or the trial's time limit
-        self.record(rec, p["arch"])
-
-
-MAX_REJECTIONS_IN_A_ROW = 2000
-
-
-def _over_limits(g: Any, cfg: SearchConfig) -> str | None:
-    """Why `g` exceeds the search's max_params / max_flops, or None."""
-    from nas.builder import count_flops, count_params
-
-    if cfg.max_params is not None and (n := count_params(g)) > cfg.max_params:
-        return f"{n:,} parameters > max_params {cfg.max_params:,}"
-    if cfg.max_flops is not None and (n := count_flops(g)) > cfg.max_flops:
-        return f"{n:,} multiply-accumulates > max_flops {cfg.max_flops:,}"
-    return None
+            o = Outcome(FAILED, None, metrics, "the trial's worker raised or died (after retries); see the Ray "
+                        "trial logs", extra=extra)
+        elif metrics.get("status") == FAILED or result.get("status") == FAILED:
+            o = Outcome(FAILED, None, metrics, str(result.get("error", "candidate failed")), extra=extra)
+        else:
+            o = check_value(Outcome(OK, metrics.get(METRIC), metrics, extra=extra),
+                            f"trial reported no finite {METRIC}")
+        epoch = metrics.get("epoch")
+        if o.ok and isinstance(epoch, int) and epoch < self.cfg.train.epochs:
+            o.extra["stopped_early"] = True  # by the scheduler (ASHA) or the trial's time limit
+        self.loop.finish(p, o)
 
 
 def _is_metric(key: str, value: Any) -> bool:
@@ -243,35 +253,40 @@ def _make_searcher(state: SearchState):
     return StrategySearcher()
 
 
-def _make_weights_callback(state: SearchState):
+def _make_trial_callback(state: SearchState):
     from ray.tune import Callback
 
-    class BestWeights(Callback):
-        """Copy the best trial's final weights into the run folder as it appears."""
+    class TrialFiles(Callback):
+        """Record where each finished trial's checkpoint is (``checkpoints.jsonl`` in the run folder), copy
+        the best trial's weights into the run folder as it appears, and log the evaluation's per-epoch
+        progress lines where it has them."""
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            line = state.evaluation.epoch_line(result)
+            if line:
+                state.log(line)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if state.best is None or state.best.get("trial_id") != trial.trial_id or trial.checkpoint is None:
+            if trial.checkpoint is None:
                 return
             try:
-                with trial.checkpoint.as_directory() as ckpt:
-                    files = sorted(Path(ckpt).glob("*.pt"))
-                    if files:
-                        from nas.io import atomic_write_bytes
-
-                        atomic_write_bytes(state.folder.weights_file, files[0].read_bytes())
-                        atomic_write_json(state.folder.path / "best_weights.json",
-                                          {"trial_id": trial.trial_id, "arch_id": state.best["arch_id"],
-                                           "source": files[0].name})
+                weights = state.folder.record_checkpoint(trial.trial_id, trial.checkpoint.path,
+                                                         state.evaluation.weights_file)
+                if weights is not None and state.best is not None and state.best.get("trial_id") == trial.trial_id:
+                    state.folder.write_best_weights(weights, trial.trial_id, state.best["arch_id"])
             except Exception as e:  # weights are a convenience; never fail the search for them
-                state.log(f"note: could not copy the best trial's weights: {e}")
+                state.log(f"note: could not record the trial's checkpoint: {e}")
 
-    return BestWeights()
+    return TrialFiles()
 
 
 # ---------------------------------------------------------------------------------------------------
+# the driver's public steps: DARTS' plan (nas.darts.plan) is written with these
 
 
-def _check_resume(folder: RunFolder, cfg: SearchConfig, resume: bool) -> None:
+def check_resume(folder: RunFolder, cfg: SearchConfig, resume: bool) -> None:
+    """Refuse to overwrite a run folder holding evaluations without `resume`, and to resume one started
+    with other settings (training settings compared with their defaults filled in)."""
     has_run = folder.config_file.exists() or folder.evaluations_file.exists()
     if not has_run:
         return
@@ -284,6 +299,10 @@ def _check_resume(folder: RunFolder, cfg: SearchConfig, resume: bool) -> None:
     if not folder.config_file.exists():
         return
     saved = json.loads(folder.config_file.read_text())
+    try:
+        saved = SearchConfig.from_dict(saved, str(folder.config_file)).to_dict()
+    except ValueError:
+        pass  # compared as written
     now = cfg.to_dict()
     diff = [k for k in _IDENTITY_KEYS if saved.get(k) != now.get(k)]
     if diff:
@@ -291,7 +310,8 @@ def _check_resume(folder: RunFolder, cfg: SearchConfig, resume: bool) -> None:
                           "resume with the same settings (only budget, workers, resources and address may change)")
 
 
-def _restore_strategy(strategy: Strategy, folder: RunFolder, records: list[dict[str, Any]]) -> None:
+def restore_strategy(strategy: Strategy, folder: RunFolder, records: list[dict[str, Any]]) -> None:
+    """The strategy as the journal left it: its last snapshot, then every evaluation journaled after it."""
     start = 0
     if folder.strategy_file.exists():
         try:
@@ -306,15 +326,51 @@ def _restore_strategy(strategy: Strategy, folder: RunFolder, records: list[dict[
     strategy.clear_pending()
 
 
-def dataset_shape(cfg: SearchConfig) -> tuple[tuple[int, ...], int]:
-    if cfg.table is not None:  # tabular mode: the benchmark's network, looked up instead of trained
-        from workers.tabular import table_data_shape
+def open_run(cfg: SearchConfig, resume: bool, log: Callable[[str], None]) -> RunFolder:
+    """The run folder of `cfg`, checked for resuming and with a torn last journal line repaired."""
+    folder = RunFolder(cfg.out)
+    check_resume(folder, cfg, resume)
+    if folder.repair_torn_tail():
+        log("note: dropped a torn last line of evaluations.jsonl (an evaluation interrupted mid-write)")
+    return folder
 
-        return table_data_shape(cfg.space, cfg.table)
-    from workers.datasets import load_dataset
 
-    data = load_dataset(cfg.train.dataset, root=cfg.train.data_root, seed=cfg.train.data_seed)
-    return tuple(data.input_shape), int(data.num_classes)
+def evaluation_of(cfg: SearchConfig, kind: str | None = None) -> Evaluation:
+    """The search's kind of evaluation (`nas.evaluation`), its settings checked before Ray starts."""
+    try:
+        evaluation = get_evaluation(cfg, kind)
+        evaluation.check()
+    except EvaluationError as e:
+        raise SearchError(str(e)) from None
+    return evaluation
+
+
+def search(cfg: SearchConfig, folder: RunFolder, strategy: Strategy, evaluation: Evaluation,
+           log: Callable[[str], None] | None = None, build: Callable[[dict[str, Any]], Any] | None = None,
+           session: str = "session", write_config: bool = True) -> SearchOutcome:
+    """The one driver path: restore `strategy` from the run folder's journal, run the search loop on Ray
+    trials of `evaluation` until `cfg.budget` outcomes are on record, and write the derived files.
+    `build(assignment)` gives a proposal's architecture (default: the space's graph at the data's shape);
+    `write_config=False` leaves the folder's config.json to a plan that wrote its own."""
+    log = log or print_line
+    space = get_space(cfg.space)
+    state = SearchState(cfg, space, strategy, folder, evaluation, log, build)
+    restore_strategy(strategy, folder, state.records)
+    if write_config:
+        atomic_write_json(folder.config_file, cfg.to_dict())
+    if state.records:
+        log(f"resuming {folder.path}: {len(state.records)} evaluations on record, "
+            f"{max(cfg.budget - len(state.records), 0)} to go")
+    if len(state.records) < cfg.budget:
+        run_trials(state, session)
+    folder.write_leaderboard(state.records, METRIC, MODE)
+    folder.plot(state.records, METRIC, MODE)
+    return SearchOutcome(folder.path, state.records, state.best, state.n_rejected)
+
+
+def data_info(cfg: SearchConfig) -> DataInfo:
+    """Input shape and classes of the search's networks, from the evaluation's metadata."""
+    return evaluation_of(cfg).data_info()
 
 
 def print_line(line: str) -> None:
@@ -324,33 +380,23 @@ def print_line(line: str) -> None:
 
 
 def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], None] = print_line) -> SearchOutcome:
-    """Run (or resume) a search to its budget and return what it found."""
-    folder = RunFolder(cfg.out)
-    _check_resume(folder, cfg, resume)
-    if folder.repair_torn_tail():
-        log("note: dropped a torn last line of evaluations.jsonl (an evaluation interrupted mid-write)")
-    if cfg.strategy == "darts":  # one supernet trial, then the derived network's training
-        from nas.darts.driver import run_darts_search
-
-        return run_darts_search(cfg, folder, log)
-    space = get_space(cfg.space)
-    shape, n_classes = dataset_shape(cfg)
-    strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, mode=MODE, **cfg.strategy_options)
-    state = SearchState(cfg, space, strategy, folder, shape, n_classes, log)
-    _restore_strategy(strategy, folder, state.records)
-    atomic_write_json(folder.config_file, cfg.to_dict())
-    if state.records:
-        log(f"resuming {folder.path}: {len(state.records)} evaluations on record, "
-            f"{max(cfg.budget - len(state.records), 0)} to go")
-    if len(state.records) < cfg.budget:
-        _run_tuner(cfg, state)
-    folder.write_leaderboard(state.records, METRIC, MODE)
-    folder.plot(state.records, METRIC, MODE)
-    return SearchOutcome(folder.path, state.records, state.best, state.n_rejected)
+    """Run (or resume) a search to its budget and return what it found. A strategy that is a plan over
+    the driver (`nas.strategies.PLANS`: DARTS) runs that plan; every other one is asked and told."""
+    folder = open_run(cfg, resume, log)
+    plan = strategy_plan(cfg.strategy)
+    if plan is not None:
+        return plan(cfg, folder, log)
+    evaluation = evaluation_of(cfg)
+    try:
+        strategy = make_strategy(cfg.strategy, get_space(cfg.space), seed=cfg.seed, mode=MODE,
+                                 **cfg.strategy_options)
+    except (TypeError, ValueError) as e:
+        raise SearchError(str(e)) from None
+    return search(cfg, folder, strategy, evaluation, log)
 
 
 def _trial_name(trial: Any) -> str:
-    return f"trial_{trial.trial_id}_{trial.config.get('arch_id', '')}"
+    return f"trial_{trial.trial_id}_{trial.config.get('arch_id') or ''}"
 
 
 def connect_ray(address: str | None) -> None:
@@ -368,17 +414,13 @@ def connect_ray(address: str | None) -> None:
                           "--head`, or leave out --address to run on this machine") from None
 
 
-def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
+def run_trials(state: SearchState, session: str = "session") -> None:
+    """Execute the search loop of `state` as Ray Tune trials of its evaluation: one Tuner, the loop as
+    its Searcher, the trial callback recording checkpoints; returns when the budget is on record."""
     import ray
     from ray import tune
 
-    from workers.trainable import train_architecture
-
-    trainable = train_architecture
-    if cfg.table is not None:
-        from workers.tabular import tabular_trainable
-
-        trainable = tabular_trainable(cfg.table, cfg.seed)
+    cfg = state.cfg
     connect_ray(cfg.address)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     workers = cfg.workers or max(1, int(cpus // max(cfg.cpus_per_trial, 1e-9)))
@@ -390,21 +432,19 @@ def _run_tuner(cfg: SearchConfig, state: SearchState) -> None:
                                   grace_period=1, reduction_factor=3)
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     storage = (state.folder.path / "ray").resolve()
-    session = f"session-{len(list(storage.glob('session-*'))) if storage.exists() else 0}"
+    name = f"{session}-{len(list(storage.glob(f'{session}-*'))) if storage.exists() else 0}"
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(state.evaluation.trainable(), resources),
         tune_config=tune.TuneConfig(search_alg=_make_searcher(state),
                                     num_samples=max(cfg.budget - len(state.records), 1), scheduler=scheduler,
                                     max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
-            name=session, storage_path=str(storage), verbose=0,
+            name=name, storage_path=str(storage), verbose=0,
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[_make_weights_callback(state)],
+            callbacks=[_make_trial_callback(state)],
         ),
     )
-    what = (f"looked up in {cfg.table}" if cfg.table is not None
-            else f"{cfg.train.dataset}, {cfg.train.epochs} epoch(s) per candidate")
     state.log(f"searching {cfg.space} with {cfg.strategy}: budget {cfg.budget}, {workers} trial(s) at once, "
-              f"{what} -> {state.folder.path}")
+              f"{state.evaluation.describe()} -> {state.folder.path}")
     tuner.fit()

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import nas
-from nas.darts.bilevel import BilevelSearch, split_halves
 from nas.darts.derive import derive
 from nas.darts.mixed import architecture_weights, build_supernet_module
 from nas.darts.settings import DartsSettings
 from nas.darts.supernet import build_supernet
 from search_spaces.darts import darts_space
+from workers.darts_bilevel import BilevelSearch, split_halves
 
 OPS = {
     "conv1x1": ("conv", {"out_channels": 1, "kernel_size": 1}),
@@ -146,5 +146,20 @@ def test_settings_errors_name_the_setting():
 
 
 def test_optimize_explains_that_darts_needs_a_space_and_data():
-    with pytest.raises(ValueError, match="needs a search space with an architecture .* and a data set"):
+    with pytest.raises(ValueError, match="needs a search space with op-choice variables and a data set"):
         nas.optimize(lambda a: 0.0, [nas.Categorical("op", ("a", "b"))], strategy="darts", budget=2)
+
+
+def test_darts_core_modules_import_no_worker_code():
+    """The bilevel optimisation is worker code (`workers.darts_bilevel`); `nas.darts` never imports workers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import nas.darts.mixed, nas.darts.relax, nas.darts.supernet, nas.darts.derive, "
+            "nas.darts.settings, nas.darts.plan; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'workers'); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -52,6 +52,20 @@ def test_search_writes_the_run_folder(cluster, tmp_path):
     assert (folder / "leaderboard.md").read_text().count("\n| 1 |") == 1
     assert (folder / "best_so_far.png").stat().st_size > 1000
     assert json.loads((folder / "config.json").read_text())["budget"] == 6
+    # the driver records where every trained trial's weights are; export reads that, not Ray's layout
+    from nas.export_source import from_run_folder
+    from nas.results import RunFolder
+
+    run = RunFolder(folder)
+    trained = [r for r in ok if not r.get("cached")]
+    for r in trained:
+        weights = run.checkpoint_of(r["trial_id"])["weights"]
+        nas.build(nas.get_space("resnet").graph(r["assignment"])).load_state_dict(
+            torch.load(weights, weights_only=True))
+    if len(trained) >= 2:
+        second = from_run_folder(folder, rank=2)
+        ranked = sorted(trained, key=lambda r: r["value"], reverse=True)
+        assert second.weights == Path(run.checkpoint_of(ranked[1]["trial_id"])["weights"])
     with pytest.raises(SearchError, match="--resume"):
         run_search(cfg, log=lambda s: None)
 

@@ -8,9 +8,10 @@ import pytest
 
 import nas
 from nas.config import SearchConfig
+from nas.evaluation import DataInfo, Evaluation
 from nas.graph import ArchGraph
 from nas.results import RunFolder
-from nas.search import SearchError, SearchState, _restore_strategy
+from nas.search import SearchError, SearchState, check_resume, restore_strategy
 from nas.strategies import make_strategy
 
 
@@ -28,13 +29,20 @@ def width_space() -> nas.SearchSpace:
                            build)
 
 
+class DigitsShaped(Evaluation):
+    """The driver's view of an evaluation, without a data set: 8x8 single-channel inputs, 10 classes."""
+
+    def data_info(self) -> DataInfo:
+        return DataInfo((1, 8, 8), 10)
+
+
 def make_state(tmp_path, **cfg_kw) -> SearchState:
     cfg = SearchConfig(space="widths", strategy="random", budget=cfg_kw.pop("budget", 6), out=str(tmp_path), **cfg_kw)
     space = width_space()
     strategy = make_strategy("random", space, seed=0)
     folder = RunFolder(tmp_path)
-    state = SearchState(cfg, space, strategy, folder, (1, 8, 8), 10, log=lambda s: None)
-    _restore_strategy(strategy, folder, state.records)
+    state = SearchState(cfg, space, strategy, folder, DigitsShaped(cfg), log=lambda s: None)
+    restore_strategy(strategy, folder, state.records)
     return state
 
 
@@ -55,9 +63,12 @@ def test_budget_counts_failures_and_cached_duplicates(tmp_path):
     assert "failed" in statuses  # width 3 failed in its build, with its message
     assert all("cursed" in r["error"] for r in recs if r["status"] == "failed")
     cached = [r for r in recs if r.get("cached")]
-    assert cached and all(r["value"] == state.by_arch[r["arch_id"]]["value"] for r in cached)
+    assert cached and all(r["value"] == state.by_arch[r["arch_id"]][0] for r in cached)
+    first = {r["arch_id"]: r["trial_id"] for r in reversed(recs) if r["status"] == "ok" and not r.get("cached")}
+    assert all(r["cached"] == first[r["arch_id"]] for r in cached)  # answered from the first evaluation
     assert n_trials == sum(1 for r in recs if r["status"] == "ok" and not r.get("cached"))
-    assert state.n_rejected > 0
+    assert state.n_rejected > 0 and state.strategy.n_rejected == state.n_rejected  # told as rejections
+    assert state.strategy.n_told == len(recs)  # rejections are neither results nor failures
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["value"] == 0.4 and nas.arch_id(nas.load_architecture(tmp_path / "best.json")) == best["arch_id"]
 
@@ -89,10 +100,8 @@ def test_resume_restores_the_strategy_and_refuses_other_settings(tmp_path):
         assert cfg
     assert len(again.records) == 4 and len(RunFolder(tmp_path).records()) == 4
 
-    from nas.search import _check_resume
-
     with pytest.raises(SearchError, match="--resume"):
-        _check_resume(RunFolder(tmp_path), again.cfg, resume=False)
+        check_resume(RunFolder(tmp_path), again.cfg, resume=False)
 
 
 def test_torn_last_line_is_dropped_but_corruption_elsewhere_raises(tmp_path):

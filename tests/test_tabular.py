@@ -77,8 +77,8 @@ def test_the_search_never_reads_the_test_accuracy(tmp_path):
 
     def choices(path: Path, strategy: str) -> list:
         tab = load_table(path)
-        runs = [run_one(SPACE, TabularEvaluator(tab, s), strategy, s, 3000, {"population_size": 5, "sample_size": 3}
-                        if strategy == "evolution" else {}) for s in range(3)]
+        opts = {"population_size": 5, "sample_size": 3} if strategy == "evolution" else {}
+        runs = [run_one(SPACE, TabularEvaluator(tab, s).outcome, strategy, s, 3000, opts) for s in range(3)]
         return [(r.index, r.val) for r in runs]
 
     for strategy in ("random", "evolution"):
@@ -121,11 +121,12 @@ def test_bench_runs_and_writes_its_files(tmp_path, capsys):
 
 
 def test_budget_is_simulated_time_and_runs_repeat(table):
-    a = run_one(SPACE, TabularEvaluator(table, 7), "evolution", 7, 4000, {"population_size": 5, "sample_size": 2})
-    b = run_one(SPACE, TabularEvaluator(table, 7), "evolution", 7, 4000, {"population_size": 5, "sample_size": 2})
+    opts = {"population_size": 5, "sample_size": 2}
+    a = run_one(SPACE, TabularEvaluator(table, 7).outcome, "evolution", 7, 4000, opts)
+    b = run_one(SPACE, TabularEvaluator(table, 7).outcome, "evolution", 7, 4000, opts)
     assert (a.index, a.val, a.times) == (b.index, b.val, b.times)
     assert a.times[-1] <= 4000 and all(t2 > t1 for t1, t2 in zip(a.times, a.times[1:], strict=False))
-    longer = run_one(SPACE, TabularEvaluator(table, 7), "evolution", 7, 8000, {"population_size": 5, "sample_size": 2})
+    longer = run_one(SPACE, TabularEvaluator(table, 7).outcome, "evolution", 7, 8000, opts)
     assert longer.index[: a.n_evaluations] == a.index and longer.n_evaluations > a.n_evaluations
 
 

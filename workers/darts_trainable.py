@@ -1,6 +1,8 @@
 """The Ray Tune function trainable that runs one DARTS search: a supernet, trained bilevel, one trial.
 
-Config contract (what `nas.darts.driver` passes)::
+It is the ``supernet`` kind of evaluation (`SupernetEvaluation`, the `nas.evaluation` contract), which
+DARTS' plan (`nas.darts.plan`) runs as a one-proposal search. Config contract (what
+`SupernetEvaluation.trial_config` gives)::
 
     config["supernet"]  the supernet graph, as `nas.graph.to_dict` (mixed nodes; see nas.darts.supernet)
     config["darts"]     `nas.darts.settings.DartsSettings` as a dict (unknown keys fail the trial)
@@ -8,7 +10,7 @@ Config contract (what `nas.darts.driver` passes)::
                         data_root, data_seed, val_fraction, test_fraction)
 
 The worker needs no search space: the supernet graph says everything. It splits the data set's training
-split into two seeded halves (weights, alphas; `nas.darts.bilevel.split_halves`), and after every epoch
+split into two seeded halves (weights, alphas; `workers.darts_bilevel.split_halves`), and after every epoch
 calls ``ray.tune.report`` with the epoch's metrics (epoch, train_loss/accuracy on the weight half,
 search_loss/accuracy on the alpha half, val_loss/accuracy of the supernet, lr, epoch_seconds, steps;
 tau with Gumbel sampling), status="ok", supernet_params and ``alphas_json`` (variable -> softmax
@@ -32,6 +34,7 @@ from typing import Any
 
 import torch
 
+from nas.evaluation import DataInfo, Evaluation
 from workers.trainable import _limit_threads, _report, _ReportError, cached_dataset, resolve_data_root, train_settings
 from workers.training import default_device
 
@@ -59,10 +62,10 @@ def darts_search_trial(config: dict[str, Any]) -> None:
 
 
 def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
-    from nas.darts.bilevel import BilevelSearch, split_halves
     from nas.darts.mixed import build_supernet_module
     from nas.darts.settings import DartsSettings
     from nas.graph import from_dict
+    from workers.darts_bilevel import BilevelSearch, split_halves
 
     for key in ("supernet", "darts"):
         if key not in config:
@@ -104,3 +107,60 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
                 _report(tune, metrics, d)
         else:
             _report(tune, metrics)
+
+
+class SupernetEvaluation(Evaluation):
+    """One DARTS supernet search as an evaluation: the proposal's architecture is the supernet graph, the
+    DARTS settings are the search's strategy options; the trial reports every epoch (logged by the
+    driver through `epoch_line`) and checkpoints ``darts_history.json`` with its last report."""
+
+    kind = "supernet"
+    weights_file = SUPERNET_FILE
+    data_keys = ("dataset", "data_root", "data_seed", "val_fraction", "test_fraction")
+
+    def settings(self):
+        from nas.darts.settings import DartsSettings
+
+        return DartsSettings.from_options(self.cfg.strategy_options, seed=self.cfg.seed)
+
+    def check(self) -> None:
+        from nas.evaluation import EvaluationError
+
+        try:
+            self.settings()
+        except (TypeError, ValueError) as e:
+            raise EvaluationError(str(e)) from None
+        self.data_info()
+
+    def data_info(self) -> DataInfo:
+        from nas.evaluation import get_evaluation
+
+        return get_evaluation(self.cfg, "train").data_info()
+
+    def trial_config(self, proposal) -> dict[str, Any]:
+        import dataclasses
+
+        from nas.graph import to_dict
+
+        train = {k: v for k, v in dataclasses.asdict(self.cfg.train).items() if k in self.data_keys}
+        return {"supernet": to_dict(proposal.arch), "darts": self.settings().to_dict(), "train": train}
+
+    def trainable(self):
+        return darts_search_trial
+
+    def describe(self) -> str:
+        return f"a DARTS supernet on {self.cfg.train.dataset}, {self.settings().epochs} search epoch(s)"
+
+    def epoch_line(self, result: dict[str, Any]) -> str | None:
+        if result.get("status") != "ok":
+            return None
+        parts = [f"[darts] epoch {result.get('epoch')}/{self.settings().epochs}"]
+        for key in ("train_accuracy", "search_accuracy", "val_accuracy"):
+            if isinstance(result.get(key), float):
+                parts.append(f"{key} {result[key]:.4f}")
+        parts.append(f"{result.get('epoch_seconds', 0.0):.1f}s")
+        return " | ".join(parts)
+
+    def history(self, checkpoint_dir: str | Path) -> list[dict[str, Any]]:
+        """Every epoch's metrics and architecture weights, from a checkpoint the trial wrote."""
+        return json.loads((Path(checkpoint_dir) / HISTORY_FILE).read_text())

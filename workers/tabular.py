@@ -21,8 +21,9 @@ Accuracies in `TabularResult` are in percent, as in the table and the paper. The
 fractions (``val_accuracy``, ``test_accuracy`` in [0, 1]) like the training trainable, so the search
 driver's journal and leaderboard read the same in both modes.
 
-Two ways in: `TabularEvaluator` (in process, for `nas.bench`) and `tabular_trainable` (a Ray Tune function
-trainable for ``nas search --space nb201 --table PATH``). The table is loaded once per process.
+The ``table`` kind of evaluation (`TableEvaluation`, the `nas.evaluation` contract) has two ways in:
+`TabularEvaluator` (in process, for `nas bench`) and `tabular_trainable` (a Ray Tune function trainable for
+``nas search --space nb201 --table PATH``). The table is loaded once per process.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nas.evaluation import DataInfo, Evaluation, EvaluationError
+from nas.loop import Outcome, Proposal
 
 SIMULATED_EPOCHS = 12
 TABLE_EPOCHS = 200
@@ -180,6 +184,21 @@ class TabularEvaluator:
         self.simulated_seconds += result.simulated_seconds
         return result
 
+    def outcome(self, proposal: Proposal) -> Outcome:
+        """The lookup as the search loop's outcome: val_accuracy as a fraction, as the trainable reports
+        it, the `TabularResult` in ``extra["result"]``; a missing row is a failed outcome."""
+        try:
+            r = self(proposal.assignment)
+        except TableError as e:
+            return Outcome("failed", error=str(e))
+        return Outcome("ok", r.val_accuracy / 100, metrics=_metrics(r), extra={"result": r})
+
+
+def _metrics(r: TabularResult) -> dict[str, Any]:
+    return {"status": "ok", "val_accuracy": r.val_accuracy / 100, "test_accuracy": r.test_accuracy / 100,
+            "val_seed": r.val_seed, "simulated_seconds": r.simulated_seconds, "nb201_index": r.index,
+            "arch_str": r.arch_str, "params": r.params}
+
 
 # -- Ray ---------------------------------------------------------------------------------------------------
 
@@ -206,25 +225,41 @@ def tabular_trainable(table: str | Path, seed: int) -> Callable[[dict[str, Any]]
             tune.report({"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000],
                          "val_accuracy": float("nan")})
             return
-        metrics = {"status": "ok", "val_accuracy": r.val_accuracy / 100, "test_accuracy": r.test_accuracy / 100,
-                   "val_seed": r.val_seed, "simulated_seconds": r.simulated_seconds, "nb201_index": r.index,
-                   "arch_str": r.arch_str, "params": r.params}
+        metrics = _metrics(r)
         tune.report(metrics if flops is None else {**metrics, "flops": flops})
 
     return lookup_architecture
 
 
-def table_data_shape(space_name: str, table: str | Path) -> tuple[tuple[int, ...], int]:
-    """Check a tabular search's settings before Ray starts (the space is nb201, the table reads) and give
-    the shape of the network the driver builds for each candidate: the benchmark's CIFAR-10 one."""
-    from nas.registry import get_space
-    from nas.search import SearchError
+class TableEvaluation(Evaluation):
+    """``nas search --space nb201 --table PATH``: candidates looked up in the table, not trained. The
+    network the driver builds and journals for each is the benchmark's CIFAR-10 one."""
 
-    if get_space(space_name).name != SPACE:
-        raise SearchError(f"--table looks candidates up in NAS-Bench-201; it needs --space {SPACE}, "
-                          f"not {space_name!r}")
-    try:
-        load_table(table)
-    except TableError as e:
-        raise SearchError(str(e)) from None
-    return INPUT_SHAPE, NUM_CLASSES
+    kind = "table"
+
+    def check(self) -> None:
+        from nas.registry import get_space
+
+        if get_space(self.cfg.space).name != SPACE:
+            raise EvaluationError(f"--table looks candidates up in NAS-Bench-201; it needs --space {SPACE}, "
+                                  f"not {self.cfg.space!r}")
+        try:
+            load_table(self.cfg.table)
+        except TableError as e:
+            raise EvaluationError(str(e)) from None
+
+    def data_info(self) -> DataInfo:
+        return DataInfo(INPUT_SHAPE, NUM_CLASSES)
+
+    def table(self) -> Table:
+        """The table itself (loaded once per process), for reports such as `nas bench`'s optimum."""
+        return load_table(self.cfg.table)
+
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
+        return tabular_trainable(self.cfg.table, self.cfg.seed)
+
+    def in_process(self) -> Callable[[Proposal], Outcome]:
+        return TabularEvaluator(self.cfg.table, self.cfg.seed).outcome
+
+    def describe(self) -> str:
+        return f"looked up in {self.cfg.table}"

@@ -1,9 +1,12 @@
-"""Search strategies, found by name. Each is a `nas.strategies.base.Strategy`."""
+"""Search strategies, found by name: the ask/tell ones (`STRATEGIES`, each a
+`nas.strategies.base.Strategy`) and the plans over the search driver (`PLANS`: DARTS, which trains a
+supernet instead of proposing assignments to score)."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from nas.space import SearchSpace
@@ -13,16 +16,40 @@ STRATEGIES: dict[str, str] = {
     "random": "nas.strategies.random_search:RandomSearch",
     "evolution": "nas.strategies.evolution:RegularizedEvolution",
     "combo": "nas.strategies.combo:Combo",
-    "darts": "nas.darts.strategy:DartsStrategy",  # needs a space and data: nas search --strategy darts
 }
+
+# strategies that are a plan over the driver's public steps (nas.search), not an ask/tell loop:
+# ``plan(cfg, folder, log) -> nas.search.SearchOutcome``
+PLANS: dict[str, str] = {
+    "darts": "nas.darts.plan:run_darts",
+}
+
+PLAN_MESSAGE = ("strategy {name!r} cannot optimise a black-box objective: it is a plan over the search driver "
+                "(DARTS trains a supernet in which every op choice is a softmax mixture of its alternatives, so it "
+                "needs a search space with op-choice variables and a data set, not a function of an assignment). "
+                "Run it with `nas search --strategy {name} --space <space>` (or nas.search.run_search("
+                "SearchConfig(strategy={name!r}, ...))); for a black-box objective use {asktell}.")
+
+
+def _load(path: str) -> Any:
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def strategy_class(name: str) -> type[Strategy]:
+    if name in PLANS:
+        raise ValueError(PLAN_MESSAGE.format(name=name, asktell=" or ".join(repr(s) for s in STRATEGIES)))
     try:
-        module, attr = STRATEGIES[name].split(":")
+        path = STRATEGIES[name]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
-    return getattr(importlib.import_module(module), attr)
+        known = sorted([*STRATEGIES, *PLANS])
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(known)}") from None
+    return _load(path)
+
+
+def strategy_plan(name: str) -> Callable[..., Any] | None:
+    """The plan of a strategy in `PLANS`, or None for an ask/tell strategy."""
+    return _load(PLANS[name]) if name in PLANS else None
 
 
 def make_strategy(name: str, space: SearchSpace, seed: int = 0, mode: str = "max", **options: Any) -> Strategy:
@@ -35,4 +62,4 @@ def make_strategy(name: str, space: SearchSpace, seed: int = 0, mode: str = "max
     return cls(space, seed=seed, mode=mode, **options)
 
 
-__all__ = ["STRATEGIES", "Strategy", "make_strategy", "strategy_class"]
+__all__ = ["PLANS", "STRATEGIES", "Strategy", "make_strategy", "strategy_class", "strategy_plan"]

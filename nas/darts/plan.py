@@ -1,19 +1,18 @@
-"""``nas search --strategy darts``: the supernet search as one Ray trial, then the derived network's training.
+"""``nas search --strategy darts``: a short plan over the search driver's public steps (`nas.search`).
 
-Steps, each leaving its file in the run folder:
-
-1. the supernet of the space (`nas.darts.supernet`) is searched by one Ray Tune trial
-   (`workers.darts_trainable`: one GPU with ``--gpus-per-trial 1``, else the trial's CPUs);
-   ``darts_alphas.json`` holds every epoch's metrics and architecture weights per op choice and
-   ``darts_alphas.png`` plots them;
-2. the final weights give the discrete assignment (`nas.darts.derive`); ``derived.json`` holds it, the
-   architecture, its op choices and their share of parameter-free ops (skip, pooling, none: DARTS'
-   known collapse, logged as a warning at 50% or more);
-3. the derived network is trained from scratch by the ordinary candidate trainable with the search's
-   training settings (``--epochs``, ...), as the paper's evaluation phase (at other space options with
-   the strategy option ``retrain_space_options``, e.g. more cells); the result is journaled in
-   ``evaluations.jsonl`` like any evaluation, so ``best.json``, ``best_weights.pt``, ``leaderboard.md``
-   and ``best_so_far.png`` are written as for the other strategies.
+1. **Supernet search**: a one-proposal search whose evaluation is the ``supernet`` kind
+   (`workers.darts_trainable.SupernetEvaluation`: one GPU with ``--gpus-per-trial 1``, else the trial's
+   CPUs), journaled in the run folder's ``supernet/`` sub-folder like any search; the driver records
+   where its checkpoint is. ``darts_alphas.json`` holds every epoch's metrics and architecture weights
+   per op choice and ``darts_alphas.png`` plots them;
+2. **derive**: the final weights give the discrete assignment (`nas.darts.derive`); ``derived.json``
+   holds it, the architecture, its op choices and their share of parameter-free ops (skip, pooling,
+   none: DARTS' known collapse, logged as a warning at 50% or more);
+3. **retrain**: an ordinary one-proposal search of the derived assignment (`FixedAssignment`) with the
+   search's training settings (``--epochs``, ...), as the paper's evaluation phase (at other space
+   options with the strategy option ``retrain_space_options``, e.g. more cells); its result is journaled
+   in ``evaluations.jsonl``, so ``best.json``, ``best_weights.pt``, ``leaderboard.md`` and
+   ``best_so_far.png`` are written as for the other strategies.
 
 ``--budget`` is not used (DARTS trains one supernet and one derived network). ``--resume`` skips the
 steps whose results are on file: a finished search (``darts_alphas.json``) is not run again, and a
@@ -35,55 +34,28 @@ from nas.darts.settings import DartsSettings
 from nas.darts.supernet import Supernet, build_supernet
 from nas.graph import arch_id, to_dict
 from nas.io import atomic_write_json
+from nas.loop import Constraints
 from nas.registry import get_space
 from nas.results import RunFolder
-from nas.strategies.base import Strategy
+from nas.search import SearchError, SearchOutcome, evaluation_of, search
+from nas.strategies.fixed import FixedAssignment
 
 ALPHAS_FILE = "darts_alphas.json"
 ALPHAS_PLOT = "darts_alphas.png"
 DERIVED_FILE = "derived.json"
+SUPERNET_FOLDER = "supernet"
 COLLAPSE_WARNING = 0.5
-_DATA_KEYS = ("dataset", "data_root", "data_seed")
 
 
-class _Derived(Strategy):
-    """Proposes the derived assignment: lets the driver's journal, best.json and leaderboard record it."""
-
-    name = "darts"
-
-    def __init__(self, space, assignment: dict[str, Any]):
-        super().__init__(space)
-        self.assignment = dict(assignment)
-
-    def ask(self) -> dict[str, Any]:
-        return dict(self.assignment)
-
-    def tell(self, assignment: dict[str, Any], value: float | None) -> None:
-        self.n_told += 1
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"assignment": self.assignment}
-
-
-def run_darts_search(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], None] = print):
-    """Search, derive and retrain (module docstring); returns a `nas.search.SearchOutcome`."""
-    from nas.search import (
-        METRIC,
-        MODE,
-        SearchError,
-        SearchOutcome,
-        SearchState,
-        _over_limits,
-        _run_tuner,
-        dataset_shape,
-    )
-
+def run_darts(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], None] = print) -> SearchOutcome:
+    """Search, derive and retrain (module docstring)."""
     try:
         settings = DartsSettings.from_options(cfg.strategy_options, seed=cfg.seed)
     except (TypeError, ValueError) as e:
         raise SearchError(str(e)) from None
     space = get_space(cfg.space)
-    shape, n_classes = dataset_shape(cfg)
+    info = evaluation_of(cfg, "train").data_info()
+    shape, n_classes = info.input_shape, info.num_classes
     net = build_supernet(space, settings.assignment, num_classes=n_classes, input_shape=shape,
                          options=cfg.space_options, partial_channels=settings.partial_channels,
                          affine=settings.affine)
@@ -94,7 +66,7 @@ def run_darts_search(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], 
         log(f"resuming {folder.path}: the DARTS search is on file ({len(saved['epochs'])} epochs)")
         history = saved["epochs"]
     else:
-        history = _search_trial(cfg, settings, net, folder, log)
+        history = _search_supernet(cfg, settings, net, folder, log)
         history = [{**h, "derived_param_free_share": _share(net, h["weights"], settings, n_classes, shape, cfg)}
                    for h in history]
         atomic_write_json(alphas_file, _alphas_record(net, history))
@@ -122,20 +94,48 @@ def run_darts_search(cfg: SearchConfig, folder: RunFolder, log: Callable[[str], 
         log(f"warning: the derived architecture is {share:.0%} parameter-free ops, DARTS' known collapse onto "
             "skip connections and pooling; consider fewer search epochs, partial_channels=4 or sampling=gumbel")
 
-    too_large = _over_limits(g, retrain)
+    too_large = Constraints(retrain.max_params, retrain.max_flops).violation(g)
     if too_large:
         raise SearchError(f"the derived architecture exceeds the search's limits ({too_large}); it is in "
                           f"{folder.path / DERIVED_FILE}")
-    state = SearchState(retrain, space, _Derived(space, assignment), folder, shape, n_classes, log)
-    if state.records:
+    if folder.records():
         log(f"resuming {folder.path}: the derived architecture's training is on record")
     else:
         log(f"training the derived architecture from scratch: {cfg.train.epochs} epoch(s) on {cfg.train.dataset}"
             + (f", space options {retrain.space_options}" if settings.retrain_space_options else ""))
-        _run_tuner(retrain, state)
-    folder.write_leaderboard(state.records, METRIC, MODE)
-    folder.plot(state.records, METRIC, MODE)
-    return SearchOutcome(folder.path, state.records, state.best, state.n_rejected)
+    return search(retrain, folder, FixedAssignment(space, assignment, seed=cfg.seed), evaluation_of(retrain), log,
+                  write_config=False)
+
+
+def _search_supernet(cfg: SearchConfig, settings: DartsSettings, net: Supernet, folder: RunFolder,
+                     log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The supernet search as a one-proposal search in ``supernet/``; returns its per-epoch history."""
+    sub = RunFolder(folder.path / SUPERNET_FOLDER)
+    for stale in (sub.evaluations_file, sub.strategy_file, sub.checkpoints_file):
+        stale.unlink(missing_ok=True)  # an unfinished search starts over (module docstring)
+    one = dataclasses.replace(cfg, budget=1, out=str(sub.path), asha=False, max_params=None, max_flops=None)
+    n_mixed = sum(len(v) for v in net.nodes.values())
+    log(f"DARTS on {cfg.space}: {len(net.values)} op choices relaxed ({n_mixed} mixed nodes"
+        + (f", all edges of {net.relaxed.name!r}" if net.relaxation is not None else "")
+        + f"), {settings.epochs} search epoch(s), order {settings.order}, one trial -> {folder.path}")
+    fixed = FixedAssignment(net.target, net.target.complete(settings.assignment or {}), seed=cfg.seed)
+    evaluation = evaluation_of(one, "supernet")
+    outcome = search(one, sub, fixed, evaluation, lambda line: _quiet(line, log), build=lambda a: net.graph,
+                     session="darts")
+    rec = outcome.records[-1] if outcome.records else None
+    if rec is None or rec.get("status") != "ok":
+        m = (rec or {}).get("metrics", {})
+        raise SearchError(f"the DARTS search failed at epoch {m.get('epoch')}: {(rec or {}).get('error')}")
+    ckpt = sub.checkpoint_of(rec["trial_id"])
+    if ckpt is None:
+        raise SearchError(f"the DARTS search trial ended without a checkpoint; see the Ray trial logs in {sub.path}")
+    return evaluation.history(ckpt["checkpoint"])
+
+
+def _quiet(line: str, log: Callable[[str], None]) -> None:
+    """The supernet search's own lines, without the one-evaluation progress line of the driver."""
+    if not line.startswith("[1/1]"):
+        log(line)
 
 
 def _share(net: Supernet, weights: dict, settings: DartsSettings, n_classes: int, shape: tuple,
@@ -148,62 +148,6 @@ def _share(net: Supernet, weights: dict, settings: DartsSettings, n_classes: int
 def _alphas_record(net: Supernet, history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"space": net.target.name, "relaxed_space": net.relaxed.name, "finished": True,
             "values": net.values, "ops": net.ops, "epochs": history}
-
-
-def _search_trial(cfg: SearchConfig, settings: DartsSettings, net: Supernet, folder: RunFolder,
-                  log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Run the supernet search as one Tune trial; returns its per-epoch history."""
-    from ray import tune
-
-    from nas.search import SearchError, connect_ray
-    from workers.darts_trainable import HISTORY_FILE, darts_search_trial
-
-    connect_ray(cfg.address)
-    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k in _DATA_KEYS}
-    config = {"supernet": to_dict(net.graph), "darts": settings.to_dict(), "train": train}
-    storage = (folder.path / "ray").resolve()
-    session = f"darts-{len(list(storage.glob('darts-*'))) if storage.exists() else 0}"
-    n_mixed = sum(len(v) for v in net.nodes.values())
-    log(f"DARTS on {cfg.space}: {len(net.values)} op choices relaxed ({n_mixed} mixed nodes"
-        + (f", all edges of {net.relaxed.name!r}" if net.relaxation is not None else "")
-        + f"), {settings.epochs} search epoch(s), order {settings.order}, one trial -> {folder.path}")
-    tuner = tune.Tuner(
-        tune.with_resources(darts_search_trial, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}),
-        param_space=config,
-        tune_config=tune.TuneConfig(num_samples=1, trial_name_creator=lambda t: f"darts_{t.trial_id}",
-                                    trial_dirname_creator=lambda t: f"darts_{t.trial_id}"),
-        run_config=tune.RunConfig(name=session, storage_path=str(storage), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                  callbacks=[_progress_callback(settings, log)]),
-    )
-    result = tuner.fit()[0]
-    metrics = result.metrics or {}
-    if result.error is not None and metrics.get("status") != "failed":
-        raise SearchError(f"the DARTS search trial failed: {result.error}")
-    if metrics.get("status") == "failed":
-        raise SearchError(f"the DARTS search failed at epoch {metrics.get('epoch')}: {metrics.get('error')}")
-    if result.checkpoint is None:
-        raise SearchError("the DARTS search trial ended without a checkpoint; see the Ray trial logs in "
-                          f"{storage}")
-    with result.checkpoint.as_directory() as d:
-        return json.loads((Path(d) / HISTORY_FILE).read_text())
-
-
-def _progress_callback(settings: DartsSettings, log: Callable[[str], None]):
-    from ray.tune import Callback
-
-    class Progress(Callback):
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            if result.get("status") != "ok":
-                return
-            parts = [f"[darts] epoch {result.get('epoch')}/{settings.epochs}"]
-            for key in ("train_accuracy", "search_accuracy", "val_accuracy"):
-                if isinstance(result.get(key), float):
-                    parts.append(f"{key} {result[key]:.4f}")
-            parts.append(f"{result.get('epoch_seconds', 0.0):.1f}s")
-            log(" | ".join(parts))
-
-    return Progress()
 
 
 def plot_alphas(net: Supernet, history: list[dict[str, Any]], path: Path, max_panels: int = 60) -> Path | None:

@@ -1,0 +1,30 @@
+"""The ``train`` kind of evaluation: each candidate is trained on the search's data set by a Ray trial
+(`workers.trainable.train_architecture`); see `nas.evaluation` for the contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nas.evaluation import DataInfo, Evaluation, EvaluationError
+from workers.datasets import DatasetError, dataset_info
+from workers.trainable import WEIGHTS_FILE, train_architecture
+
+
+class TrainEvaluation(Evaluation):
+    kind = "train"
+    weights_file = WEIGHTS_FILE
+
+    def data_info(self) -> DataInfo:
+        t = self.cfg.train
+        try:
+            info = dataset_info(t.dataset, root=t.data_root, seed=t.data_seed)
+        except DatasetError as e:
+            raise EvaluationError(f"data set {t.dataset!r}: {e}") from None
+        return DataInfo(tuple(info.input_shape), int(info.num_classes))
+
+    def trainable(self) -> Callable[[dict[str, Any]], None]:
+        return train_architecture
+
+    def describe(self) -> str:
+        return f"{self.cfg.train.dataset}, {self.cfg.train.epochs} epoch(s) per candidate"
