@@ -14,6 +14,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(1)
 
 
+def modules_loaded_by(imports: str) -> list[str]:
+    """The modules a fresh interpreter has loaded after ``import <imports>`` (run in the repository)."""
+    import subprocess
+    import sys
+
+    code = f"import sys, json; import {imports}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A 2-CPU Ray cluster on this machine for the module's tests, its temp dir in pytest's; yields its

@@ -152,14 +152,8 @@ def test_optimize_explains_that_darts_needs_a_space_and_data():
 
 def test_darts_core_modules_import_no_worker_code():
     """The bilevel optimisation is worker code (`workers.darts_bilevel`); `nas.darts` never imports workers."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import modules_loaded_by
 
-    code = ("import sys; import nas.darts.mixed, nas.darts.relax, nas.darts.supernet, nas.darts.derive, "
-            "nas.darts.settings, nas.darts.plan; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'workers'); "
-            "print(bad); sys.exit(1 if bad else 0)")
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
-    assert out.returncode == 0, out.stdout + out.stderr
+    loaded = modules_loaded_by("nas.darts.mixed, nas.darts.relax, nas.darts.supernet, nas.darts.derive, "
+                               "nas.darts.settings, nas.darts.plan")
+    assert not [m for m in loaded if m.split(".")[0] == "workers"]
