@@ -25,8 +25,9 @@ Rules, node by node (node ids are kept, so ``state_dict`` keys are the 2D networ
   [0, 0] on time.
 - Rank-generic ops are kept as they are: ``bn``, ``relu``, ``sigmoid``, ``tanh``, ``leaky_relu``,
   ``identity``, ``dropout``, ``channel_slice``, ``channel_shuffle``, ``global_avgpool``,
-  ``global_maxpool``, ``zero`` at stride 1, and every op whose input is already flat (C,) (a classifier
-  after global pooling). Merges (sum, concat, gate, mul) are kept.
+  ``global_maxpool``, ``lrn``, ``scale``, ``zero`` at stride 1, and every op whose input is already flat
+  (C,) (a classifier after global pooling). Merges (sum, concat, gate, mul) are kept.
+- ``pad_shortcut`` (ResNet's option-A shortcut) subsamples height and width only (stride [1, s, s]).
 - ``flatten`` is kept; one whose input still has T > 1 frames (a fully connected net that flattens its
   input, e.g. the highway space's ``fc`` kind) first gets the clip's mean over time, an
   ``adaptive_avgpool`` to (1, H, W) named ``<flatten>_tmean``, so the layers after it see the 2D
@@ -72,7 +73,7 @@ TIME_PADDINGS = ("replicate", "reflect", "zeros")
 # ops kept as they are on a (C, H, W) -> (C, T, H, W) input: their modules and shapes are rank-generic
 KEPT_OPS = frozenset({
     "bn", "relu", "sigmoid", "tanh", "leaky_relu", "identity", "dropout", "channel_slice", "channel_shuffle",
-    "global_avgpool", "global_maxpool", "flatten",
+    "global_avgpool", "global_maxpool", "flatten", "lrn", "scale",
 })
 _CELL_OPS_2D = frozenset({"relu_conv_bn", "sep_conv", "dil_conv", "factorized_reduce"})
 
@@ -232,6 +233,9 @@ class _Context:
             if resolve_params(op, params)["stride"] != 1:
                 raise self._fail(n, op, "a strided 'zero' op's module strides the first two spatial dimensions "
                                         "(time and height on a clip), not height and width")
+        elif op == "pad_shortcut":  # subsample height and width only, as the strided convs next to it
+            stride = resolve_params(op, params)["stride"]
+            params["stride"] = [1, *([stride, stride] if isinstance(stride, int) else list(stride))]
         elif op == "flatten":
             if t_in > 1:
                 pre = [{"id": self._fresh_id(f"{n}_tmean"), "op": "adaptive_avgpool",

@@ -1,5 +1,7 @@
-"""Inception search space: GoogLeNet (Inception v1, Szegedy et al. 2015) and Inception v3 (Szegedy et al.
-2016, "Rethinking the Inception Architecture"), with the v2/v3 factorisations as per-module choices.
+"""Inception search space: GoogLeNet (Inception v1, Szegedy et al. 2015), Inception v3 (Szegedy et al.
+2016, "Rethinking the Inception Architecture"), Inception-v4 and Inception-ResNet-v2 (Szegedy et al. 2016,
+"Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning"), with the v2/v3
+factorisations as per-module choices.
 
 Layout: stem, three stages of Inception modules with a down-sampling step between them, global average
 pool, dropout, fully connected layer. ``family`` picks the module types and the reference widths:
@@ -10,40 +12,60 @@ pool, dropout, fully connected layer. ``family`` picks the module types and the 
 - ``v3`` (torchvision's Inception3): stage 1 = InceptionA (1x1 | 1x1 -> "5x5" | 1x1 -> 3x3 -> 3x3 |
   3x3/1 avg-pool -> 1x1), stage 2 = InceptionC (n x n branches), stage 3 = InceptionE (expanded 1x3 / 3x1
   banks); the reduction modules InceptionB and InceptionD between the stages; dropout 0.5.
+- ``v4`` (timm's / Cadene's InceptionV4): stage 1 = Inception-A (1x1 | 1x1 -> 3x3 | 1x1 -> "5x5" |
+  avg-pool -> 1x1, all 96 wide), stage 2 = Inception-B (1 x 7 / 7 x 1 banks), stage 3 = Inception-C
+  (expanded 1x3 / 3x1 banks); Reduction-A and Reduction-B between the stages; dropout 0.2 (the paper's
+  keep probability 0.8). Reference depths 4 / 7 / 3.
+- ``resnet_v2`` (timm's InceptionResnetV2): stem + Mixed_5b, stage 1 = Block35 (Inception-ResNet-A),
+  stage 2 = Block17 (-B), stage 3 = Block8 (-C): each concatenates its branches, projects them back to
+  its input's width with a 1x1 conv (with bias), scales that by 0.17 / 0.10 / 0.20 (op ``scale``) and
+  adds the input, then ReLU; the last Block8 of stage 3 (``block8``) has scale 1 and no ReLU; Mixed_6a
+  and Mixed_7a between the stages, a 1x1 conv to 1536 (``conv2d_7b``) after them; dropout 0.2. Reference
+  depths 10 / 20 / 10 (the tenth Block8 being ``block8``).
 
-Every conv is torchvision's BasicConv2d: conv without bias, BN (eps 0.001), ReLU. A stage holds
-``depth{s}`` modules; modules beyond the reference's count repeat its last module's widths. ``width``
-multiplies every conv width (rounded, at least 1) and the hidden fc layer of GoogLeNet's auxiliary heads.
+Every conv is torchvision's BasicConv2d (timm's ConvNormAct): conv without bias, BN (eps 0.001), ReLU.
+A stage holds ``depth{s}`` modules; modules beyond the reference's count repeat its last module's widths.
+``width`` multiplies every conv width (rounded, at least 1) and the hidden fc layer of GoogLeNet's
+auxiliary heads (not the residual projections, which match their input).
 
-Choices per module: ``stage{s}_{i}_5x5`` is the "5x5" branch of module i of stage s (v1 modules, and v3's
-stage-1 InceptionA): ``5x5`` (reduce -> 5x5, the paper's), ``3x3`` (reduce -> 3x3, torchvision's
-GoogLeNet, see pytorch/vision#906), ``double3x3`` (reduce -> 3x3 -> 3x3, the v2 factorisation, both of
-the branch's width). ``stage2_{i}_nxn`` is the n x n factorisation of v3's stage-2 InceptionC module i:
-``1xn_nx1`` (torchvision's: 1 x n then n x 1, twice in the double branch) or ``nxn`` (one n x n conv in
-their place), with n = ``stage2_n``. Variables that do not apply (beyond a stage's depth, or to the
-other family) are ignored, so two such assignments give the same graph and the same arch id. None is an
-op choice: a module may be absent, and double3x3 / 1xn_nx1 change several nodes.
+Choices per module: ``stage{s}_{i}_5x5`` is the "5x5" branch of module i of stage s (v1 modules, and the
+stage-1 modules of v3, v4 and resnet_v2): ``5x5`` (reduce -> 5x5, the paper's for v1 and v3), ``3x3``
+(reduce -> 3x3, torchvision's GoogLeNet, see pytorch/vision#906), ``double3x3`` (reduce -> 3x3 -> 3x3,
+the v2 factorisation, both of the branch's width; v4's and resnet_v2's reference, the latter 48 then 64
+wide). ``stage2_{i}_nxn`` is the n x n factorisation of stage-2 module i (v3's InceptionC, v4's
+Inception-B, resnet_v2's Block17): ``1xn_nx1`` (the reference: 1 x n then n x 1, twice in the double
+branches) or ``nxn`` (one n x n conv in each pair's place, of the pair's output width), with n =
+``stage2_n``. Modules beyond the 4th / 6th / 3rd of a stage have no variables of their own and repeat
+the choice of the last one that has. Variables that do not apply (beyond a stage's depth, or to another
+family) are ignored, so two such assignments give the same graph and the same arch id. None is an op
+choice: a module may be absent, and double3x3 / 1xn_nx1 change several nodes.
 
 Stems: ``imagenet`` = the family's reference stem (v1: 7x7/2 conv, 3x3/2 max-pool, 1x1 conv, 3x3 conv,
-3x3/2 max-pool; v3: Conv2d_1a_3x3 ... Conv2d_4a_3x3 with two 3x3/2 max-pools); ``small`` = one 3x3 conv to
-192 (x width) channels and no pooling, for small images (8x8 digits, 32x32 CIFAR).
+3x3/2 max-pool; v3: Conv2d_1a_3x3 ... Conv2d_4a_3x3 with two 3x3/2 max-pools; v4: three 3x3 convs,
+Mixed_3a, Mixed_4a, Mixed_5a; resnet_v2: conv2d_1a ... conv2d_4a with two 3x3/2 max-pools, as v3's);
+``small`` = one 3x3 conv to 192 (x width) channels and no pooling, for small images (8x8 digits, 32x32
+CIFAR). resnet_v2's Mixed_5b follows either stem.
 
 Auxiliary heads (option ``aux_logits``, not a search variable; nodes marked aux, run only in training):
 v1: torchvision's GoogLeNet InceptionAux (adaptive 4x4 avg-pool, 1x1 conv 128, fc 1024, ReLU, dropout
 0.7, fc) after stage-2 modules 0 and 3 (4a, 4d); when stage 2 is shorter the second head follows its last
 module, and a one-module stage 2 gets one head. v3: torchvision's InceptionAux (5x5/3 avg-pool, 1x1 conv
-128, 5x5 conv 768, global pool, fc) after the last stage-2 module (Mixed_6e).
+128, 5x5 conv 768, global pool, fc) after the last stage-2 module (Mixed_6e). v4 and resnet_v2 have no
+auxiliary heads (as in timm); the option adds none to them.
 
 Small inputs: every layer the reference runs unpadded (strided convs and pools of the stems and the
-reduction modules, the between-stage pools, the v3 stem's 3x3 convs and aux head) keeps its reference
-padding wherever that leaves an output, and gets padding k//2 along a spatial side that would otherwise
-shrink below 1. So the spatial size never collapses below 1x1, any (C, H, W) input builds, and at sizes
-where the reference network runs (GoogLeNet; Inception v3's main path from 75x75, its aux head from
-299x299) nothing changes. With the small stem, 8x8 digits run the stages at 8/4/2 (v1) or 8/3/1 (v3).
+reduction modules, the between-stage pools, the unpadded 3x3 convs of the v3, v4 and resnet_v2 stems and
+v3's aux head) keeps its reference padding wherever that leaves an output, and gets padding k//2 along a
+spatial side that would otherwise shrink below 1. So the spatial size never collapses below 1x1, any (C,
+H, W) input builds, and at sizes where the reference network runs (GoogLeNet; Inception v3's main path,
+v4 and resnet_v2 from 75x75, v3's aux head from 299x299) nothing changes. With the small stem, 8x8 digits
+run the stages at 8/4/2 (v1) or 8/3/1 (v3, v4, resnet_v2).
 
-Node names are torchvision's module paths with '.' -> '_' (``inception3a_branch2_1_conv``,
-``Mixed_6b_branch7x7_2_bn``, ``aux1_fc2``, ``AuxLogits_conv1_conv``), so torchvision weights load after a
-key rename; each module's concatenation is ``<module>_out`` (``inception3a_out``, ``Mixed_5b_out``).
+Node names are torchvision's module paths (timm's for v4 and resnet_v2) with '.' -> '_'
+(``inception3a_branch2_1_conv``, ``Mixed_6b_branch7x7_2_bn``, ``aux1_fc2``, ``AuxLogits_conv1_conv``,
+``features_11_branch1_2_conv``, ``repeat_1_3_conv2d``, ``last_linear``, ``classif``), so torchvision / timm
+weights load after a key rename; each module's concatenation is ``<module>_out`` (``inception3a_out``,
+``Mixed_5b_out``, ``features_6_out``, ``repeat_0_out``).
 """
 
 from __future__ import annotations
@@ -55,11 +77,12 @@ from nas.graph import ArchGraph, ArchitectureError
 from nas.ops import OpError, get_op, merge_shape, resolve_params
 from nas.space import Categorical, Ordinal, Preset, SearchSpace, SpaceError
 
-FAMILIES = ("v1", "v3")
+FAMILIES = ("v1", "v3", "v4", "resnet_v2")
 BRANCH_5X5 = ("5x5", "3x3", "double3x3")
 NXN = ("1xn_nx1", "nxn")
-MAX_DEPTH = (4, 6, 3)
-LETTERS = "abcdefgh"
+DEPTHS = ((1, 2, 3, 4, 5, 6, 8, 10), (1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20), (1, 2, 3, 4, 5, 6, 8, 10))
+MAX_CHOICES = (4, 6, 3)  # modules per stage with choice variables of their own; later ones repeat the last
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 # GoogLeNet Table 1, per module: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
 V1_WIDTHS = (
@@ -76,13 +99,19 @@ VARIABLES = [
     Categorical("family", FAMILIES),
     Categorical("stem", ("small", "imagenet")),
     Ordinal("width", (0.0625, 0.125, 0.25, 0.5, 1.0), default=0.25),
-    Ordinal("depth1", tuple(range(1, MAX_DEPTH[0] + 1)), default=1),
-    Ordinal("depth2", tuple(range(1, MAX_DEPTH[1] + 1)), default=2),
-    Ordinal("depth3", tuple(range(1, MAX_DEPTH[2] + 1)), default=1),
+    Ordinal("depth1", DEPTHS[0], default=1),
+    Ordinal("depth2", DEPTHS[1], default=2),
+    Ordinal("depth3", DEPTHS[2], default=1),
     Ordinal("stage2_n", (3, 5, 7), default=7),
-    *(Categorical(f"stage{s}_{i}_5x5", BRANCH_5X5) for s in (1, 2, 3) for i in range(MAX_DEPTH[s - 1])),
-    *(Categorical(f"stage2_{i}_nxn", NXN) for i in range(MAX_DEPTH[1])),
+    *(Categorical(f"stage{s}_{i}_5x5", BRANCH_5X5) for s in (1, 2, 3) for i in range(MAX_CHOICES[s - 1])),
+    *(Categorical(f"stage2_{i}_nxn", NXN) for i in range(MAX_CHOICES[1])),
 ]
+
+
+def _choice(a: dict[str, Any], stage: int, i: int, kind: str) -> str:
+    """Module i's value of a per-module choice (`kind` '5x5' or 'nxn'); modules beyond the last one with a
+    variable of its own repeat that one's."""
+    return a[f"stage{stage}_{min(i, MAX_CHOICES[stage - 1] - 1)}_{kind}"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,14 +180,17 @@ class _Net:
 # modules
 
 
-def _branch_5x5(net: _Net, prefix: str, x: str, reduce: int, out: int, choice: str, first: int) -> str:
-    """1x1 reduce, then 5x5 | 3x3 | 3x3 -> 3x3; convs are named `prefix` + a number counted from `first`
-    (torchvision counts GoogLeNet's from 0, Inception3's from 1)."""
+def _branch_5x5(net: _Net, prefix: str, x: str, reduce: int, out: int, choice: str, first: int,
+                mid: int | None = None) -> str:
+    """1x1 reduce, then 5x5 | 3x3 | 3x3 (`mid` channels, default `out`) -> 3x3; convs are named `prefix` + a
+    number counted from `first` (torchvision counts GoogLeNet's from 0, Inception3's from 1)."""
     y = net.conv(f"{prefix}{first}", x, reduce, 1)
     if choice == "5x5":
         return net.conv(f"{prefix}{first + 1}", y, out, 5)
-    y = net.conv(f"{prefix}{first + 1}", y, out, 3)
-    return y if choice == "3x3" else net.conv(f"{prefix}{first + 2}", y, out, 3)
+    if choice == "3x3":
+        return net.conv(f"{prefix}{first + 1}", y, out, 3)
+    y = net.conv(f"{prefix}{first + 1}", y, out if mid is None else mid, 3)
+    return net.conv(f"{prefix}{first + 2}", y, out, 3)
 
 
 def _v1_module(net: _Net, name: str, x: str, widths: tuple[int, ...], b5: str) -> str:
@@ -225,6 +257,129 @@ def _inception_e(net: _Net, name: str, x: str) -> str:
     return net.concat(name, [b1, b3a, b3b, dbla, dblb, _avg_pool_branch(net, name, x, 192)])
 
 
+# -- Inception-v4 and Inception-ResNet-v2 (Szegedy et al. 2016), in timm's layout ----------------------
+
+
+def _pool_branch(net: _Net, name: str, x: str, out: int) -> str:
+    """3x3/1 average pool without the padding in its count, then a 1x1 conv (timm's ``branch3``)."""
+    y = net.op(f"{name}_branch3_0", "avgpool", x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    return net.conv(f"{name}_branch3_1", y, out, 1)
+
+
+def _reduce_pool(net: _Net, name: str, x: str) -> str:
+    return net.pool(name, x, "maxpool", 3, 2)
+
+
+def _factorised(net: _Net, prefix: str, x: str, widths: tuple[int, ...], n: int, factor: str,
+                first_vertical: bool = False) -> str:
+    """1x1 conv to widths[0], then pairs of 1 x n and n x 1 convs (n x 1 first where `first_vertical`), one
+    conv per further width; with factor 'nxn' each pair is one n x n conv of the pair's output width. Convs
+    are named `prefix` + 0, 1, ..."""
+    y = net.conv(f"{prefix}0", x, widths[0], 1)
+    rest = widths[1:]
+    if factor == "nxn":
+        for j, out in enumerate(rest[1::2], start=1):
+            y = net.conv(f"{prefix}{j}", y, out, n)
+        return y
+    kernels = ([n, 1], [1, n]) if first_vertical else ([1, n], [n, 1])
+    for j, out in enumerate(rest, start=1):
+        y = net.conv(f"{prefix}{j}", y, out, kernels[(j - 1) % 2])
+    return y
+
+
+def _v4_a(net: _Net, name: str, x: str, b5: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 96, 1)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 64, 1), 96, 3)
+    b2 = _branch_5x5(net, f"{name}_branch2_", x, 64, 96, b5, first=0)
+    return net.concat(name, [b0, b1, b2, _pool_branch(net, name, x, 96)])
+
+
+def _v4_reduction_a(net: _Net, name: str, x: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 384, 3, stride=2, unpadded=True)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 192, 1), 224, 3)
+    b1 = net.conv(f"{name}_branch1_2", b1, 256, 3, stride=2, unpadded=True)
+    return net.concat(name, [b0, b1, _reduce_pool(net, f"{name}_branch2", x)])
+
+
+def _v4_b(net: _Net, name: str, x: str, n: int, factor: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 384, 1)
+    b1 = _factorised(net, f"{name}_branch1_", x, (192, 224, 256), n, factor)
+    b2 = _factorised(net, f"{name}_branch2_", x, (192, 192, 224, 224, 256), n, factor, first_vertical=True)
+    return net.concat(name, [b0, b1, b2, _pool_branch(net, name, x, 128)])
+
+
+def _v4_reduction_b(net: _Net, name: str, x: str) -> str:
+    b0 = net.conv(f"{name}_branch0_0", x, 192, 1)
+    b0 = net.conv(f"{name}_branch0_1", b0, 192, 3, stride=2, unpadded=True)
+    b1 = _factorised(net, f"{name}_branch1_", x, (256, 256, 320), 7, "1xn_nx1")
+    b1 = net.conv(f"{name}_branch1_3", b1, 320, 3, stride=2, unpadded=True)
+    return net.concat(name, [b0, b1, _reduce_pool(net, f"{name}_branch2", x)])
+
+
+def _v4_c(net: _Net, name: str, x: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 256, 1)
+    b1 = net.conv(f"{name}_branch1_0", x, 384, 1)
+    b1a, b1b = net.conv(f"{name}_branch1_1a", b1, 256, [1, 3]), net.conv(f"{name}_branch1_1b", b1, 256, [3, 1])
+    b2 = net.conv(f"{name}_branch2_1", net.conv(f"{name}_branch2_0", x, 384, 1), 448, [3, 1])
+    b2 = net.conv(f"{name}_branch2_2", b2, 512, [1, 3])
+    b2a, b2b = net.conv(f"{name}_branch2_3a", b2, 256, [1, 3]), net.conv(f"{name}_branch2_3b", b2, 256, [3, 1])
+    return net.concat(name, [b0, b1a, b1b, b2a, b2b, _pool_branch(net, name, x, 256)])
+
+
+def _residual(net: _Net, name: str, x: str, branches: list[str], scale: float, relu: bool = True) -> str:
+    """Inception-ResNet's residual: concat the branches, 1x1 conv (with bias) back to x's channels, times
+    `scale`, plus x, ReLU (``{name}_relu``; without it the sum is ``{name}_add``)."""
+    y = net.op(f"{name}_conv2d", "conv", net.concat(name, branches), out_channels=net.shapes[x][0], kernel_size=1,
+               bias=True)
+    if scale != 1.0:
+        y = net.op(f"{name}_scale", "scale", y, factor=scale)
+    if relu:
+        return net.op(f"{name}_relu", "relu", [y, x], merge="sum")
+    return net.op(f"{name}_add", "identity", [y, x], merge="sum")
+
+
+def _mixed_5b(net: _Net, name: str, x: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 96, 1)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 48, 1), 64, 5)
+    b2 = _branch_5x5(net, f"{name}_branch2_", x, 64, 96, "double3x3", first=0)
+    return net.concat(name, [b0, b1, b2, _pool_branch(net, name, x, 64)])
+
+
+def _block35(net: _Net, name: str, x: str, b5: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 32, 1)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 32, 1), 32, 3)
+    b2 = _branch_5x5(net, f"{name}_branch2_", x, 32, 64, b5, first=0, mid=48)
+    return _residual(net, name, x, [b0, b1, b2], 0.17)
+
+
+def _mixed_6a(net: _Net, name: str, x: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 384, 3, stride=2, unpadded=True)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 256, 1), 256, 3)
+    b1 = net.conv(f"{name}_branch1_2", b1, 384, 3, stride=2, unpadded=True)
+    return net.concat(name, [b0, b1, _reduce_pool(net, f"{name}_branch2", x)])
+
+
+def _block17(net: _Net, name: str, x: str, n: int, factor: str) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 192, 1)
+    b1 = _factorised(net, f"{name}_branch1_", x, (128, 160, 192), n, factor)
+    return _residual(net, name, x, [b0, b1], 0.10)
+
+
+def _mixed_7a(net: _Net, name: str, x: str) -> str:
+    b0 = net.conv(f"{name}_branch0_1", net.conv(f"{name}_branch0_0", x, 256, 1), 384, 3, stride=2, unpadded=True)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 256, 1), 288, 3, stride=2, unpadded=True)
+    b2 = net.conv(f"{name}_branch2_1", net.conv(f"{name}_branch2_0", x, 256, 1), 288, 3)
+    b2 = net.conv(f"{name}_branch2_2", b2, 320, 3, stride=2, unpadded=True)
+    return net.concat(name, [b0, b1, b2, _reduce_pool(net, f"{name}_branch3", x)])
+
+
+def _block8(net: _Net, name: str, x: str, last: bool) -> str:
+    b0 = net.conv(f"{name}_branch0", x, 192, 1)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 192, 1), 224, [1, 3])
+    b1 = net.conv(f"{name}_branch1_2", b1, 256, [3, 1])
+    return _residual(net, name, x, [b0, b1], 1.0 if last else 0.20, relu=not last)
+
+
 # ---------------------------------------------------------------------------------------------------
 # auxiliary heads
 
@@ -254,6 +409,22 @@ def _v3_aux(net: _Net, name: str, x: str, num_classes: int) -> str:
 def _stem(net: _Net, family: str, kind: str) -> str:
     if kind == "small":
         return net.conv("stem", "input", 192, 3)
+    if family == "v4":
+        x = net.conv("features_0", "input", 32, 3, stride=2, unpadded=True)
+        x = net.conv("features_2", net.conv("features_1", x, 32, 3, unpadded=True), 64, 3)
+        x = net.concat("features_3", [net.pool("features_3_maxpool", x, "maxpool", 3, 2),
+                                      net.conv("features_3_conv", x, 96, 3, stride=2, unpadded=True)])
+        b0 = net.conv("features_4_branch0_1", net.conv("features_4_branch0_0", x, 64, 1), 96, 3, unpadded=True)
+        b1 = _factorised(net, "features_4_branch1_", x, (64, 64, 64), 7, "1xn_nx1")
+        b1 = net.conv("features_4_branch1_3", b1, 96, 3, unpadded=True)
+        x = net.concat("features_4", [b0, b1])
+        return net.concat("features_5", [net.conv("features_5_conv", x, 192, 3, stride=2, unpadded=True),
+                                         net.pool("features_5_maxpool", x, "maxpool", 3, 2)])
+    if family == "resnet_v2":
+        x = net.conv("conv2d_1a", "input", 32, 3, stride=2, unpadded=True)
+        x = net.conv("conv2d_2b", net.conv("conv2d_2a", x, 32, 3, unpadded=True), 64, 3)
+        x = net.conv("conv2d_3b", net.pool("maxpool_3a", x, "maxpool", 3, 2), 80, 1)
+        return net.pool("maxpool_5a", net.conv("conv2d_4a", x, 192, 3, unpadded=True), "maxpool", 3, 2)
     if family == "v1":
         x = net.conv("conv1", "input", 64, 7, stride=2)  # padding 3 = 'same'
         x = net.pool("maxpool1", x, "maxpool", 3, 2, ceil=True)
@@ -279,7 +450,7 @@ def _googlenet(net: _Net, a: dict[str, Any], x: str, num_classes: int, aux_logit
         table = V1_WIDTHS[s]
         for i in range(a[f"depth{s + 1}"]):
             x = _v1_module(net, f"inception{s + 3}{LETTERS[i]}", x, table[min(i, len(table) - 1)],
-                           a[f"stage{s + 1}_{i}_5x5"])
+                           _choice(a, s + 1, i, "5x5"))
             if aux_logits and s == 1 and i in aux_after:
                 _v1_aux(net, f"aux{aux_after.index(i) + 1}", x, num_classes)
     return x
@@ -288,17 +459,49 @@ def _googlenet(net: _Net, a: dict[str, Any], x: str, num_classes: int, aux_logit
 def _inception3(net: _Net, a: dict[str, Any], x: str, num_classes: int, aux_logits: bool) -> str:
     for i in range(a["depth1"]):
         pf = V3_POOL_FEATURES[min(i, len(V3_POOL_FEATURES) - 1)]
-        x = _inception_a(net, f"Mixed_5{LETTERS[i + 1]}", x, pf, a[f"stage1_{i}_5x5"])
+        x = _inception_a(net, f"Mixed_5{LETTERS[i + 1]}", x, pf, _choice(a, 1, i, "5x5"))
     x = _inception_b(net, "Mixed_6a", x)
     for i in range(a["depth2"]):
         c7 = V3_CHANNELS_7X7[min(i, len(V3_CHANNELS_7X7) - 1)]
-        x = _inception_c(net, f"Mixed_6{LETTERS[i + 1]}", x, c7, a["stage2_n"], a[f"stage2_{i}_nxn"])
+        x = _inception_c(net, f"Mixed_6{LETTERS[i + 1]}", x, c7, a["stage2_n"], _choice(a, 2, i, "nxn"))
     if aux_logits:
         _v3_aux(net, "AuxLogits", x, num_classes)
     x = _inception_d(net, "Mixed_7a", x)
     for i in range(a["depth3"]):
         x = _inception_e(net, f"Mixed_7{LETTERS[i + 1]}", x)
     return x
+
+
+def _inception4(net: _Net, a: dict[str, Any], x: str, num_classes: int, aux_logits: bool) -> str:
+    i = 6  # timm's features.<i>: 0-5 are the stem
+    for j in range(a["depth1"]):
+        x, i = _v4_a(net, f"features_{i}", x, _choice(a, 1, j, "5x5")), i + 1
+    x, i = _v4_reduction_a(net, f"features_{i}", x), i + 1
+    for j in range(a["depth2"]):
+        x, i = _v4_b(net, f"features_{i}", x, a["stage2_n"], _choice(a, 2, j, "nxn")), i + 1
+    x, i = _v4_reduction_b(net, f"features_{i}", x), i + 1
+    for _ in range(a["depth3"]):
+        x, i = _v4_c(net, f"features_{i}", x), i + 1
+    return x
+
+
+def _inception_resnet2(net: _Net, a: dict[str, Any], x: str, num_classes: int, aux_logits: bool) -> str:
+    x = _mixed_5b(net, "mixed_5b", x)
+    for j in range(a["depth1"]):
+        x = _block35(net, f"repeat_{j}", x, _choice(a, 1, j, "5x5"))
+    x = _mixed_6a(net, "mixed_6a", x)
+    for j in range(a["depth2"]):
+        x = _block17(net, f"repeat_1_{j}", x, a["stage2_n"], _choice(a, 2, j, "nxn"))
+    x = _mixed_7a(net, "mixed_7a", x)
+    for j in range(a["depth3"]):
+        last = j == a["depth3"] - 1
+        x = _block8(net, "block8" if last else f"repeat_2_{j}", x, last)
+    return net.conv("conv2d_7b", x, 1536, 1)
+
+
+BODIES = {"v1": _googlenet, "v3": _inception3, "v4": _inception4, "resnet_v2": _inception_resnet2}
+CLASSIFIER = {"v1": "fc", "v3": "fc", "v4": "last_linear", "resnet_v2": "classif"}  # the references' names
+DROPOUT = {"v1": 0.2, "v3": 0.5, "v4": 0.2, "resnet_v2": 0.2}
 
 
 def build_inception(a: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...],
@@ -311,11 +514,10 @@ def build_inception(a: dict[str, Any], *, num_classes: int, input_shape: tuple[i
     net = _Net(ArchGraph(input_shape), float(a["width"]))
     net.shapes["input"] = tuple(input_shape)
     x = _stem(net, a["family"], a["stem"])
-    body = _googlenet if a["family"] == "v1" else _inception3
-    x = body(net, a, x, num_classes, aux_logits)
+    x = BODIES[a["family"]](net, a, x, num_classes, aux_logits)
     x = net.op("avgpool", "global_avgpool", x)
-    x = net.op("dropout", "dropout", x, p=0.2 if a["family"] == "v1" else 0.5)
-    net.op("fc", "linear", x, out_features=num_classes)
+    x = net.op("dropout", "dropout", x, p=DROPOUT[a["family"]])
+    net.op(CLASSIFIER[a["family"]], "linear", x, out_features=num_classes)
     return net.g
 
 
@@ -341,6 +543,11 @@ PRESETS = {
                                      "parameters, 13,004,888 with aux_logits"),
     "inception_v3": _preset("v3", (3, 4, 2), "5x5", 299,
                             "torchvision inception_v3; 23,834,568 parameters, 27,161,264 with aux_logits"),
+    "inception_v4": _preset("v4", (4, 7, 3), "double3x3", 299,
+                            "Inception-v4 (Szegedy et al. 2016) in timm's / Cadene's layout; 42,679,816 parameters"),
+    "inception_resnet_v2": _preset("resnet_v2", (10, 20, 10), "double3x3", 299,
+                                   "Inception-ResNet-v2 (Szegedy et al. 2016) in timm's layout; 55,843,464 "
+                                   "parameters"),
 }
 
 _paragraphs = __doc__.split("\n\n")

@@ -7,7 +7,13 @@ by a 2x2/2 max-pool; depth 0 drops the stage, pool included. Then an adaptive av
 ``classifier_width`` hidden units (dropout 0 leaves the dropout nodes out). Convs have a bias, with batch
 norm too, as in torchvision, so the presets vgg11 ... vgg19_bn (configs A, B, D, E; avgpool 7, width 4096,
 dropout 0.5) match torchvision parameter for parameter. ``kernel_size`` applies to every conv, padded
-k//2 so every choice keeps the shape. Config C (with 1x1 convs) is not included.
+k//2 so every choice keeps the shape.
+
+The paper's other two configurations are choices too: ``last_1x1`` makes the last conv of each of stages
+3-5 that has at least two convs a 1x1 conv (configuration C: preset ``vgg_c``, 133,638,952 parameters);
+``lrn`` puts a local response normalisation (op ``lrn``: size 5, alpha 1e-4, beta 0.75, k 2, as in AlexNet)
+after the first conv's ReLU, named ``norm1`` (configuration A-LRN: preset ``vgg_a_lrn``, 132,863,336
+parameters, A's count). With the paper's Table 2: A and A-LRN 133M, B 133M, C 134M, D 138M, E 144M.
 
 Small inputs: a stage's max-pool is applied only while both spatial sides are >= 2 and is left out
 otherwise, so 8x8 digits go 8-4-2-1 through the first three non-empty stages and later stages run at 1x1;
@@ -36,7 +42,10 @@ VARIABLES = [
     Ordinal("avgpool_size", (1, 2, 4, 7), default=1),
     Ordinal("classifier_width", (64, 128, 256, 512, 1024, 2048, 4096), default=64),
     Ordinal("dropout", (0.0, 0.25, 0.5), default=0.5),
+    Categorical("last_1x1", (False, True), default=False),
+    Categorical("lrn", (False, True), default=False),
 ]
+ONE_BY_ONE_STAGES = (3, 4, 5)  # configuration C's 1x1 convs end these stages
 
 
 def build_vgg(a: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...]) -> ArchGraph:
@@ -49,9 +58,13 @@ def build_vgg(a: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ..
     for stage in range(1, STAGES + 1):
         if a[f"depth{stage}"] == 0:
             continue
-        for j in range(1, a[f"depth{stage}"] + 1):
-            x = conv_bn(g, "", x, a[f"width{stage}"], a["kernel_size"], bn=a["batch_norm"], bias=True,
-                        suffix=f"{stage}_{j}")
+        depth = a[f"depth{stage}"]
+        for j in range(1, depth + 1):
+            one_by_one = a["last_1x1"] and stage in ONE_BY_ONE_STAGES and depth >= 2 and j == depth
+            x = conv_bn(g, "", x, a[f"width{stage}"], 1 if one_by_one else a["kernel_size"], bn=a["batch_norm"],
+                        bias=True, suffix=f"{stage}_{j}")
+            if a["lrn"] and "norm1" not in g:
+                x = g.add_op("norm1", "lrn", x, size=5, alpha=1e-4, beta=0.75, k=2.0)
         if downsample_stride(spatial) == 2:
             x = g.add_op(f"pool{stage}", "maxpool", x, kernel_size=2, stride=2)
             spatial = tuple(s // 2 for s in spatial)
@@ -72,26 +85,31 @@ _CONFIGS = {  # convs per stage; widths are always 64, 128, 256, 512, 512
     "vgg16": (2, 2, 3, 3, 3),  # D
     "vgg19": (2, 2, 4, 4, 4),  # E
 }
-_TORCHVISION_PARAMS = {
+_PARAMS = {  # torchvision's counts; vgg_c and vgg_a_lrn (not in torchvision) counted in the tests
     "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    "vgg_c": 133_638_952, "vgg_a_lrn": 132_863_336,
 }
 
 
-def _preset(name: str, depths: tuple[int, ...], batch_norm: bool) -> Preset:
+def _preset(depths: tuple[int, ...], batch_norm: bool, description: str, **choices: Any) -> Preset:
     assignment: dict[str, Any] = {"batch_norm": batch_norm, "kernel_size": 3, "avgpool_size": 7,
-                                  "classifier_width": 4096, "dropout": 0.5}
+                                  "classifier_width": 4096, "dropout": 0.5, **choices}
     for i, (d, w) in enumerate(zip(depths, (64, 128, 256, 512, 512), strict=True), start=1):
         assignment[f"depth{i}"], assignment[f"width{i}"] = d, w
-    return Preset(assignment=assignment, num_classes=1000, input_shape=(3, 224, 224),
-                  description=f"torchvision {name} ({_TORCHVISION_PARAMS[name]:,} parameters)")
+    return Preset(assignment=assignment, num_classes=1000, input_shape=(3, 224, 224), description=description)
 
 
 PRESETS = {
-    f"{cfg}{suffix}": _preset(f"{cfg}{suffix}", depths, bool(suffix))
+    f"{cfg}{suffix}": _preset(depths, bool(suffix),
+                              f"torchvision {cfg}{suffix} ({_PARAMS[cfg + suffix]:,} parameters)")
     for cfg, depths in _CONFIGS.items()
     for suffix in ("", "_bn")
 }
+PRESETS["vgg_c"] = _preset((2, 2, 3, 3, 3), False, "VGG configuration C (16 layers, the last conv of stages 3-5 "
+                           f"1x1) in torchvision's layout ({_PARAMS['vgg_c']:,} parameters)", last_1x1=True)
+PRESETS["vgg_a_lrn"] = _preset((1, 1, 2, 2, 2), False, "VGG configuration A-LRN (A with a local response "
+                               f"normalisation after conv1_1) ({_PARAMS['vgg_a_lrn']:,} parameters)", lrn=True)
 
 vgg_space = SearchSpace(
     name="vgg",

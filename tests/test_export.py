@@ -348,6 +348,7 @@ def test_op_sources_construct_the_builders_modules():
     """repr of a module lists every constructor argument: the source and the builder must agree on all."""
     import nas.ops
     import nas.ops_cells
+    import nas.ops_classic
     import nas.ops_video
 
     graphs = [make() for make in GRAPHS.values()]
@@ -357,7 +358,11 @@ def test_op_sources_construct_the_builders_modules():
         except Exception:
             continue
         graphs.append(space.graph(space.defaults()))
-    namespace = {"torch": torch, "nn": torch.nn, **vars(nas.ops), **vars(nas.ops_cells), **vars(nas.ops_video)}
+    # the classic ops (nas.ops_classic) appear in no default: lrn, pad_shortcut, scale
+    graphs += [nas.get_space(name).graph(a, partial=True) for name, a in (
+        ("vgg", {"lrn": True}), ("resnet", {"shortcut": "zero_pad"}), ("inception", {"family": "resnet_v2"}))]
+    namespace = {"torch": torch, "nn": torch.nn, **vars(nas.ops), **vars(nas.ops_cells), **vars(nas.ops_video),
+                 **vars(nas.ops_classic)}
     seen = set()
     for g in graphs:
         shapes = nas.infer_shapes(g)

@@ -1,10 +1,11 @@
-"""The Inception space: torchvision presets to the parameter (with and without auxiliary heads), the
-GoogLeNet paper's stage sizes, FLOPs, equivalence with torchvision's layouts written out here after a
-weight copy, every preset trains a step with its heads, random points build and round-trip, the
-small-input rule."""
+"""The Inception space: torchvision presets to the parameter (with and without auxiliary heads), Inception-v4
+and Inception-ResNet-v2 to the parameter of timm's (Cadene's) ports, the GoogLeNet paper's stage sizes,
+FLOPs, equivalence with torchvision's and timm's layouts written out here after a weight copy, every
+preset trains a step with its heads, random points build and round-trip, the small-input rule."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nas
+from nas.cli import main
 from nas.registry import get_space
 from search_spaces.inception import inception_space
 
@@ -27,7 +29,13 @@ PARAMS = {
     ("googlenet_torchvision", True): 13_004_888,
     ("inception_v3", False): 23_834_568,
     ("inception_v3", True): 27_161_264,
+    # timm's inception_v4 and inception_resnet_v2 (= Cadene's pretrainedmodels), which have no auxiliary heads
+    ("inception_v4", False): 42_679_816,
+    ("inception_v4", True): 42_679_816,
+    ("inception_resnet_v2", False): 55_843_464,
+    ("inception_resnet_v2", True): 55_843_464,
 }
+NO_HEADS = ("inception_v4", "inception_resnet_v2")
 
 # GoogLeNet paper, Table 1: output size after each module at 224x224
 TABLE_1 = {
@@ -38,7 +46,8 @@ TABLE_1 = {
 }
 
 # small inputs at which each preset's reference network runs (batch 2 keeps train-mode BN defined)
-SMALL_SIDE = {"googlenet": 64, "googlenet_torchvision": 64, "inception_v3": 75}
+SMALL_SIDE = {"googlenet": 64, "googlenet_torchvision": 64, "inception_v3": 75, "inception_v4": 75,
+              "inception_resnet_v2": 75}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -249,6 +258,231 @@ class Inception3(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
+# timm's InceptionV4 and InceptionResnetV2, written out (module names as there; ConvNormAct = BasicConv2d)
+
+
+def _same(cin, *layers):
+    """A chain of 'same'-padded BasicConv2d: layers = (out, kernel), ..."""
+    mods = []
+    for cout, k in layers:
+        kh, kw = (k, k) if isinstance(k, int) else k
+        mods.append(BasicConv2d(cin, cout, kernel_size=(kh, kw), padding=(kh // 2, kw // 2)))
+        cin = cout
+    return nn.Sequential(*mods)
+
+
+def _pool_branch(cin, cout):
+    return nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), _c(cin, cout, 1))
+
+
+def _max(x):
+    return F.max_pool2d(x, kernel_size=3, stride=2)
+
+
+class V4Mixed3a(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = _c(64, 96, 3, stride=2)
+
+    def forward(self, x):
+        return torch.cat([_max(x), self.conv(x)], 1)
+
+
+class V4Mixed4a(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.branch0 = nn.Sequential(_c(160, 64, 1), _c(64, 96, 3))
+        self.branch1 = nn.Sequential(*_same(160, (64, 1), (64, (1, 7)), (64, (7, 1))), _c(64, 96, 3))
+
+    def forward(self, x):
+        return torch.cat([self.branch0(x), self.branch1(x)], 1)
+
+
+class V4Mixed5a(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = _c(192, 192, 3, stride=2)
+
+    def forward(self, x):
+        return torch.cat([self.conv(x), _max(x)], 1)
+
+
+class _Branches(nn.Module):
+    """Concatenation of the branches `names` (a max-pool where the name is 'pool')."""
+
+    names: tuple[str, ...] = ()
+
+    def forward(self, x):
+        return torch.cat([_max(x) if n == "pool" else getattr(self, n)(x) for n in self.names], 1)
+
+
+class V4A(_Branches):
+    names = ("branch0", "branch1", "branch2", "branch3")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _c(384, 96, 1)
+        self.branch1 = _same(384, (64, 1), (96, 3))
+        self.branch2 = _same(384, (64, 1), (96, 3), (96, 3))
+        self.branch3 = _pool_branch(384, 96)
+
+
+class V4ReductionA(_Branches):
+    names = ("branch0", "branch1", "pool")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _c(384, 384, 3, stride=2)
+        self.branch1 = nn.Sequential(*_same(384, (192, 1), (224, 3)), _c(224, 256, 3, stride=2))
+
+
+class V4B(_Branches):
+    names = ("branch0", "branch1", "branch2", "branch3")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _c(1024, 384, 1)
+        self.branch1 = _same(1024, (192, 1), (224, (1, 7)), (256, (7, 1)))
+        self.branch2 = _same(1024, (192, 1), (192, (7, 1)), (224, (1, 7)), (224, (7, 1)), (256, (1, 7)))
+        self.branch3 = _pool_branch(1024, 128)
+
+
+class V4ReductionB(_Branches):
+    names = ("branch0", "branch1", "pool")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = nn.Sequential(_c(1024, 192, 1), _c(192, 192, 3, stride=2))
+        self.branch1 = nn.Sequential(*_same(1024, (256, 1), (256, (1, 7)), (320, (7, 1))),
+                                     _c(320, 320, 3, stride=2))
+
+
+class V4C(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _c(1536, 256, 1)
+        self.branch1_0 = _c(1536, 384, 1)
+        self.branch1_1a, self.branch1_1b = _same(384, (256, (1, 3)))[0], _same(384, (256, (3, 1)))[0]
+        self.branch2_0 = _c(1536, 384, 1)
+        self.branch2_1, self.branch2_2 = _same(384, (448, (3, 1)))[0], _same(448, (512, (1, 3)))[0]
+        self.branch2_3a, self.branch2_3b = _same(512, (256, (1, 3)))[0], _same(512, (256, (3, 1)))[0]
+        self.branch3 = _pool_branch(1536, 256)
+
+    def forward(self, x):
+        b1 = self.branch1_0(x)
+        b2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
+        return torch.cat([self.branch0(x), self.branch1_1a(b1), self.branch1_1b(b1), self.branch2_3a(b2),
+                          self.branch2_3b(b2), self.branch3(x)], 1)
+
+
+class InceptionV4(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            _c(3, 32, 3, stride=2), _c(32, 32, 3), _c(32, 64, 3, padding=1), V4Mixed3a(), V4Mixed4a(), V4Mixed5a(),
+            *(V4A() for _ in range(4)), V4ReductionA(), *(V4B() for _ in range(7)), V4ReductionB(),
+            *(V4C() for _ in range(3)))
+        self.last_linear = nn.Linear(1536, num_classes)
+
+    def forward(self, x):
+        return self.last_linear(self.features(x).mean((2, 3))), []
+
+
+class IRMixed5b(_Branches):
+    names = ("branch0", "branch1", "branch2", "branch3")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _c(192, 96, 1)
+        self.branch1 = _same(192, (48, 1), (64, 5))
+        self.branch2 = _same(192, (64, 1), (96, 3), (96, 3))
+        self.branch3 = _pool_branch(192, 64)
+
+
+class _ResidualBlock(_Branches):
+    """out = act(conv2d(concat(branches)) * scale + x)"""
+
+    def __init__(self, cin: int, cat: int, scale: float, relu: bool = True):
+        super().__init__()
+        self.scale, self.relu = scale, relu
+        self.conv2d = nn.Conv2d(cat, cin, kernel_size=1)
+
+    def forward(self, x):
+        out = self.conv2d(super().forward(x)) * self.scale + x
+        return torch.relu(out) if self.relu else out
+
+
+class Block35(_ResidualBlock):
+    names = ("branch0", "branch1", "branch2")
+
+    def __init__(self, scale):
+        super().__init__(320, 128, scale)
+        self.branch0 = _c(320, 32, 1)
+        self.branch1 = _same(320, (32, 1), (32, 3))
+        self.branch2 = _same(320, (32, 1), (48, 3), (64, 3))
+
+
+class Block17(_ResidualBlock):
+    names = ("branch0", "branch1")
+
+    def __init__(self, scale):
+        super().__init__(1088, 384, scale)
+        self.branch0 = _c(1088, 192, 1)
+        self.branch1 = _same(1088, (128, 1), (160, (1, 7)), (192, (7, 1)))
+
+
+class Block8(_ResidualBlock):
+    names = ("branch0", "branch1")
+
+    def __init__(self, scale, relu=True):
+        super().__init__(2080, 448, scale, relu)
+        self.branch0 = _c(2080, 192, 1)
+        self.branch1 = _same(2080, (192, 1), (224, (1, 3)), (256, (3, 1)))
+
+
+class IRMixed6a(_Branches):
+    names = ("branch0", "branch1", "pool")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _c(320, 384, 3, stride=2)
+        self.branch1 = nn.Sequential(*_same(320, (256, 1), (256, 3)), _c(256, 384, 3, stride=2))
+
+
+class IRMixed7a(_Branches):
+    names = ("branch0", "branch1", "branch2", "pool")
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = nn.Sequential(_c(1088, 256, 1), _c(256, 384, 3, stride=2))
+        self.branch1 = nn.Sequential(_c(1088, 256, 1), _c(256, 288, 3, stride=2))
+        self.branch2 = nn.Sequential(*_same(1088, (256, 1), (288, 3)), _c(288, 320, 3, stride=2))
+
+
+class InceptionResnetV2(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv2d_1a, self.conv2d_2a = _c(3, 32, 3, stride=2), _c(32, 32, 3)
+        self.conv2d_2b, self.conv2d_3b, self.conv2d_4a = _c(32, 64, 3, padding=1), _c(64, 80, 1), _c(80, 192, 3)
+        self.mixed_5b = IRMixed5b()
+        self.repeat = nn.Sequential(*(Block35(0.17) for _ in range(10)))
+        self.mixed_6a = IRMixed6a()
+        self.repeat_1 = nn.Sequential(*(Block17(0.10) for _ in range(20)))
+        self.mixed_7a = IRMixed7a()
+        self.repeat_2 = nn.Sequential(*(Block8(0.20) for _ in range(9)))
+        self.block8 = Block8(1.0, relu=False)
+        self.conv2d_7b = _c(2080, 1536, 1)
+        self.classif = nn.Linear(1536, num_classes)
+
+    def forward(self, x):
+        x = _max(self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x))))
+        x = _max(self.conv2d_4a(self.conv2d_3b(x)))
+        x = self.mixed_7a(self.repeat_1(self.mixed_6a(self.repeat(self.mixed_5b(x)))))
+        x = self.conv2d_7b(self.block8(self.repeat_2(x)))
+        return self.classif(x.mean((2, 3))), []
+
+
+# ---------------------------------------------------------------------------------------------------
 # helpers
 
 
@@ -314,24 +548,70 @@ def test_googlenet_counts_match_the_written_out_reference(preset, k5, aux):
     assert nas.count_params(SPACE.graph(preset=preset, aux_logits=aux)) == expected
 
 
+@pytest.mark.parametrize("preset, make", [("inception_v4", InceptionV4), ("inception_resnet_v2", InceptionResnetV2)])
+def test_v4_and_resnet_v2_counts_match_the_written_out_reference(preset, make):
+    with torch.device("meta"):
+        reference = make(1000)
+    assert sum(p.numel() for p in reference.parameters()) == PARAMS[(preset, False)]
+    g = SPACE.graph(preset=preset)
+    assert nas.count_params(g) == PARAMS[(preset, False)]
+    with torch.device("meta"):  # and the names: timm's with '.' -> '_'
+        assert nas.build(g).state_dict().keys() == _graph_state_dict(reference).keys()
+
+
+@pytest.mark.parametrize("preset", NO_HEADS)
+def test_describe_json_prints_the_count(preset, capsys):
+    assert main(["describe", "inception", "--preset", preset, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == PARAMS[(preset, False)] and out["output_shape"] == [1000]
+    assert out["input_shape"] == [3, 299, 299]
+
+
+def test_v4_and_resnet_v2_stage_sizes_at_299():
+    shapes = nas.infer_shapes(SPACE.graph(preset="inception_v4"))
+    assert [shapes[f"features_{i}_out"] for i in (3, 4, 5, 9, 10, 17, 18, 21)] == [
+        (160, 73, 73), (192, 71, 71), (384, 35, 35), (384, 35, 35), (1024, 17, 17), (1024, 17, 17),
+        (1536, 8, 8), (1536, 8, 8)]
+    shapes = nas.infer_shapes(SPACE.graph(preset="inception_resnet_v2"))
+    assert [shapes[n] for n in ("mixed_5b_out", "repeat_9_relu", "mixed_6a_out", "repeat_1_19_relu",
+                                "mixed_7a_out", "repeat_2_8_relu", "block8_add", "conv2d_7b_relu")] == [
+        (320, 35, 35), (320, 35, 35), (1088, 17, 17), (1088, 17, 17), (2080, 8, 8), (2080, 8, 8), (2080, 8, 8),
+        (1536, 8, 8)]
+
+
+def test_resnet_v2_blocks_scale_their_residual_and_the_last_has_no_relu():
+    g = SPACE.graph(preset="inception_resnet_v2")
+    factors = {n: d["params"]["factor"] for n, d in g.nodes(data=True) if d["op"] == "scale"}
+    assert len(factors) == 10 + 20 + 9 and "block8_scale" not in factors
+    assert {factors["repeat_0_scale"], factors["repeat_1_0_scale"], factors["repeat_2_0_scale"]} == {0.17, 0.1, 0.2}
+    assert g.nodes["block8_add"]["op"] == "identity" and list(g.successors("block8_add")) == ["conv2d_7b_conv"]
+    assert sorted(g.predecessors("repeat_0_relu")) == ["mixed_5b_out", "repeat_0_scale"]
+    assert g.nodes["repeat_0_conv2d"]["params"]["bias"] is True
+
+
 def test_googlenet_stage_sizes_are_those_of_table_1():
     for preset in ("googlenet", "googlenet_torchvision"):
         shapes = nas.infer_shapes(SPACE.graph(preset=preset))
         assert {m: shapes[f"{m}_out"] for m in TABLE_1} == TABLE_1
 
 
-@pytest.mark.parametrize("preset, gmacs", [("googlenet_torchvision", 1.498), ("inception_v3", 5.713)])
+# timm's benchmark tables (results/benchmark-infer-*.csv, infer_gmacs) for inception_v4 and inception_resnet_v2
+@pytest.mark.parametrize("preset, gmacs", [("googlenet_torchvision", 1.498), ("inception_v3", 5.713),
+                                           ("inception_v4", 12.28), ("inception_resnet_v2", 13.18)])
 def test_flops_match_torchvision(preset, gmacs):
     g = SPACE.graph(preset=preset, aux_logits=True)
     flops = nas.count_flops(g)
     assert abs(flops / 1e9 - gmacs) / gmacs < 0.02
-    assert nas.count_flops(g, include_aux=True) > flops
+    if preset not in NO_HEADS:
+        assert nas.count_flops(g, include_aux=True) > flops
 
 
 @pytest.mark.parametrize("preset, make", [
     ("googlenet", lambda: GoogLeNet(10, 5, aux=True)),
     ("googlenet_torchvision", lambda: GoogLeNet(10, 3, aux=True)),
     ("inception_v3", lambda: Inception3(10, aux=False)),
+    ("inception_v4", lambda: InceptionV4(10)),
+    ("inception_resnet_v2", lambda: InceptionResnetV2(10)),
 ])
 def test_built_network_computes_what_the_reference_computes(preset, make):
     torch.manual_seed(0)
@@ -377,13 +657,15 @@ def test_every_preset_trains_a_step_with_its_auxiliary_heads(preset):
     model = nas.build(g)
     out = model(torch.randn(2, 3, side, side))
     assert out.shape == (2, 10)
-    n_heads = 2 if preset.startswith("googlenet") else 1
+    n_heads = 2 if preset.startswith("googlenet") else 0 if preset in NO_HEADS else 1
     assert len(model.aux_outputs) == n_heads
     assert all(a.shape == (2, 10) for a in model.aux_outputs)
     (out.square().mean() + 0.3 * sum(a.square().mean() for a in model.aux_outputs)).backward()
-    heads = ("aux1_fc2", "aux2_fc2") if n_heads == 2 else ("AuxLogits_fc",)
-    first = "conv1_conv" if n_heads == 2 else "Conv2d_1a_3x3_conv"
-    for name in (*heads, "fc", first):
+    heads = {2: ("aux1_fc2", "aux2_fc2"), 1: ("AuxLogits_fc",), 0: ()}[n_heads]
+    first, fc = {"inception_v4": ("features_0_conv", "last_linear"),
+                 "inception_resnet_v2": ("conv2d_1a_conv", "classif")}.get(
+        preset, ("conv1_conv" if n_heads == 2 else "Conv2d_1a_3x3_conv", "fc"))
+    for name in (*heads, fc, first):
         assert getattr(model, name).weight.grad.abs().sum() > 0, name
     model.eval()
     with torch.no_grad():
@@ -416,7 +698,7 @@ def test_random_points_build_train_and_round_trip(seed):
     assert again.graph["assignment"] == a
 
 
-@pytest.mark.parametrize("name, value", [("family", "v2"), ("stem", "cifar"), ("width", 0.3), ("depth2", 7),
+@pytest.mark.parametrize("name, value", [("family", "v2"), ("stem", "cifar"), ("width", 0.3), ("depth2", 9),
                                          ("stage1_0_5x5", "7x7"), ("stage2_3_nxn", "1x7"), ("stage2_n", 4)])
 def test_value_outside_its_domain_names_the_variable(name, value):
     with pytest.raises(nas.SpaceError, match=name):
@@ -453,6 +735,56 @@ def test_nxn_factorisation_keeps_the_module_output():
     assert factorised.nodes["Mixed_6b_branch7x7_2_conv"]["params"]["kernel_size"] == [1, 7]
     assert factorised.nodes["Mixed_6b_branch7x7_3_conv"]["params"]["kernel_size"] == [7, 1]
     assert nas.count_params(square) > nas.count_params(factorised)
+
+
+@pytest.mark.parametrize("family, module, branch, reduce", [("v4", "features_6", "branch2_", 64),
+                                                            ("resnet_v2", "repeat_0", "branch2_", 32)])
+def test_5x5_choice_applies_to_stage_1_of_v4_and_resnet_v2(family, module, branch, reduce):
+    base = {**SPACE.defaults(), "family": family, "depth1": 1, "width": 1.0}
+    graphs = {c: SPACE.graph({**base, "stage1_0_5x5": c}) for c in ("5x5", "3x3", "double3x3")}
+    assert len({nas.infer_shapes(g)[f"{module}_out"] for g in graphs.values()}) == 1
+    kernels = {c: [g.nodes[f"{module}_{branch}{i}_conv"]["params"]["kernel_size"] for i in range(3)
+                   if f"{module}_{branch}{i}_conv" in g] for c, g in graphs.items()}
+    assert kernels == {"5x5": [1, 5], "3x3": [1, 3], "double3x3": [1, 3, 3]}
+    assert graphs["5x5"].nodes[f"{module}_{branch}0_conv"]["params"]["out_channels"] == reduce
+    if family == "resnet_v2":  # the reference's double 3x3 is 48 then 64 wide
+        assert graphs["double3x3"].nodes[f"{module}_{branch}1_conv"]["params"]["out_channels"] == 48
+
+
+@pytest.mark.parametrize("family, module, convs", [
+    ("v4", "features_11", {"branch1": ([1, 7], [7, 1]), "branch2": ([7, 1], [1, 7], [7, 1], [1, 7])}),
+    ("resnet_v2", "repeat_1_0", {"branch1": ([1, 7], [7, 1])}),
+])
+def test_nxn_choice_applies_to_stage_2_of_v4_and_resnet_v2(family, module, convs):
+    base = {**SPACE.defaults(), "family": family, "depth1": 1, "depth2": 1, "width": 1.0}
+    if family == "v4":
+        module = "features_8"  # 6: the one stage-1 module, 7: Reduction-A
+    factorised = SPACE.graph({**base, "stage2_0_nxn": "1xn_nx1"})
+    square = SPACE.graph({**base, "stage2_0_nxn": "nxn", "stage2_n": 5})
+    assert nas.infer_shapes(square)[f"{module}_out"] == nas.infer_shapes(factorised)[f"{module}_out"]
+    for branch, kernels in convs.items():
+        got = [factorised.nodes[f"{module}_{branch}_{i}_conv"]["params"]["kernel_size"]
+               for i in range(1, len(kernels) + 1)]
+        assert got == list(kernels)
+        squares = [square.nodes[f"{module}_{branch}_{i}_conv"]["params"]["kernel_size"]
+                   for i in range(1, len(kernels) // 2 + 1)]
+        assert squares == [5] * (len(kernels) // 2) and f"{module}_{branch}_{len(kernels) // 2 + 1}_conv" not in square
+
+
+def test_modules_beyond_their_variables_repeat_the_last_choice():
+    a = {**SPACE.defaults(), "family": "resnet_v2", "depth1": 10, "depth2": 8, "depth3": 1}
+    a.update({"stage1_2_5x5": "3x3", "stage1_3_5x5": "5x5", "stage2_4_nxn": "1xn_nx1", "stage2_5_nxn": "nxn"})
+    g = SPACE.graph(a)
+    assert [g.nodes[f"repeat_{i}_branch2_1_conv"]["params"]["kernel_size"] for i in (2, 3, 4, 9)] == [3, 5, 5, 5]
+    assert [g.nodes[f"repeat_1_{i}_branch1_1_conv"]["params"]["kernel_size"] for i in (4, 5, 6, 7)] == [
+        [1, 7], 7, 7, 7]
+
+
+def test_v4_and_resnet_v2_have_no_auxiliary_heads():
+    for preset in NO_HEADS:
+        g = SPACE.graph(preset=preset, aux_logits=True)
+        assert not nas.graph.aux_nodes(g)
+        assert nas.arch_id(g) == nas.arch_id(SPACE.graph(preset=preset))
 
 
 def test_variables_that_do_not_apply_leave_the_graph_alone():
@@ -498,9 +830,12 @@ def _fitted_paddings(g) -> dict[str, object]:
 
 
 def test_small_input_rule_changes_nothing_where_the_reference_runs():
-    for preset in ("googlenet", "inception_v3"):
+    for preset in ("googlenet", "inception_v3", "inception_v4", "inception_resnet_v2"):
         pads = _fitted_paddings(SPACE.graph(preset=preset, aux_logits=True))
         assert len(pads) >= 4 and set(pads.values()) == {0}
+    for preset in NO_HEADS:
+        assert set(_fitted_paddings(SPACE.graph(preset=preset, input_shape=(3, 75, 75))).values()) == {0}
+        assert set(_fitted_paddings(SPACE.graph(preset=preset, input_shape=(3, 74, 74))).values()) == {0, 1}
     at_299 = _fitted_paddings(SPACE.graph(preset="inception_v3"))
     assert _fitted_paddings(SPACE.graph(preset="inception_v3", input_shape=(3, 75, 75))) == at_299
     at_74 = _fitted_paddings(SPACE.graph(preset="inception_v3", input_shape=(3, 74, 74)))
@@ -509,7 +844,7 @@ def test_small_input_rule_changes_nothing_where_the_reference_runs():
                                                         "Mixed_7a_branch7x7x3_4_conv"}
 
 
-@pytest.mark.parametrize("family", ["v1", "v3"])
+@pytest.mark.parametrize("family", ["v1", "v3", "v4", "resnet_v2"])
 @pytest.mark.parametrize("side", [1, 2, 8, 33])
 def test_spatial_size_never_collapses(family, side):
     a = {**SPACE.defaults(), "family": family, "stem": "imagenet", "width": 0.125}
@@ -521,11 +856,12 @@ def test_spatial_size_never_collapses(family, side):
 
 
 def test_small_stem_keeps_digits_at_full_resolution():
-    for family, sides in (("v1", (8, 4, 2)), ("v3", (8, 3, 1))):
+    modules = {"v1": ("inception3a", "inception4a", "inception5a"), "v3": ("Mixed_5b", "Mixed_6b", "Mixed_7b"),
+               "v4": ("features_6", "features_8", "features_10"), "resnet_v2": ("repeat_0", "repeat_1_0", "block8")}
+    for family, sides in (("v1", (8, 4, 2)), ("v3", (8, 3, 1)), ("v4", (8, 3, 1)), ("resnet_v2", (8, 3, 1))):
         a = {**SPACE.defaults(), "family": family, "depth1": 1, "depth2": 1, "depth3": 1}
         shapes = nas.infer_shapes(SPACE.graph(a))
-        names = ("inception3a", "inception4a", "inception5a") if family == "v1" else (
-            "Mixed_5b", "Mixed_6b", "Mixed_7b")
+        names = modules[family]
         assert tuple(shapes[f"{n}_out"][1] for n in names) == sides
 
 
