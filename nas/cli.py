@@ -13,12 +13,106 @@ class CLIError(Exception):
     """A usage error; printed without a traceback."""
 
 
-def _parse_literal(text: str) -> Any:
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line ``nas: error: ...`` (exit code 2); an epilog may be a function, called only
+    when the help is printed (the strategies' options import the strategies)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"nas: error: {message} (see `{self.prog} --help`)\n")
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _strategy_options_epilog() -> str:
+    """Each strategy's options (name, default, meaning), from its constructor's signature and docstring."""
+    import textwrap
+
+    from nas.strategies import PLANS, STRATEGIES, strategy_class
+
+    lines = ["strategy options (--strategy-option KEY=VALUE; VALUE as JSON or a bare word):"]
+    for name in STRATEGIES:
+        for key, default, meaning in strategy_options(strategy_class(name)):
+            lines += textwrap.wrap(f"{name}.{key} (default {json.dumps(default)}): {meaning}", 110,
+                                   initial_indent="  ", subsequent_indent="      ")
+        if not strategy_options(strategy_class(name)):
+            lines.append(f"  {name}: no options")
+    if "darts" in PLANS:
+        import dataclasses
+
+        from nas.darts.settings import DartsSettings
+
+        defaults = ", ".join(f"{f.name}={_default_text(f)}" for f in dataclasses.fields(DartsSettings))
+        lines.append("  darts: a supernet search, then the derived architecture retrained; its options and their "
+                     f"defaults (meanings: {DartsSettings.__module__}):")
+        lines += textwrap.wrap(defaults, 108, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _default_text(f: Any) -> str:
+    from dataclasses import MISSING
+
+    value = f.default if f.default is not MISSING else f.default_factory()
+    return json.dumps(value)
+
+
+def strategy_options(cls: type) -> list[tuple[str, Any, str]]:
+    """(name, default, meaning) of each option of a strategy class: the keyword parameters of its
+    ``__init__`` after space, seed and mode, each explained by a ``name: meaning`` line of that docstring."""
+    import inspect
+
+    meanings: dict[str, str] = {}
+    current, indent = None, 0
+    for line in (inspect.getdoc(cls.__init__) or "").splitlines()[1:]:
+        depth = len(line) - len(line.lstrip())
+        head, sep, rest = line.strip().partition(": ")
+        if current and line.strip() and depth > indent:
+            meanings[current] += " " + line.strip()
+        elif sep and head.isidentifier():
+            current, indent, meanings[head] = head, depth, rest.strip()
+        else:
+            current = None
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [(p.name, p.default, meanings.get(p.name, "")) for p in params
+            if p.name not in ("self", "space", "seed", "mode") and p.kind is p.POSITIONAL_OR_KEYWORD]
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """`nas search --out DIR --repair`: move the journal's lines that are not evaluation records aside."""
+    from pathlib import Path
+
+    from nas.config import SearchConfig
+    from nas.results import EVALUATIONS, REJECTED, RunFolder
+
+    args.out = args.out or SearchConfig.out  # the folder a search without --out writes
+    journal = Path(args.out) / EVALUATIONS
+    if not journal.is_file():
+        raise CLIError(f"--repair: {journal} does not exist; there is no journal to repair")
+    folder = RunFolder(args.out)
+    moved = folder.repair()
+    if not moved:
+        print(f"{journal}: every line is an evaluation record; nothing to repair")
+        return 0
+    print(f"moved {len(moved)} line(s) of {journal} that are not evaluation records to {folder.path / REJECTED}:")
+    for i, why, text in moved:
+        print(f"  line {i}: {why}: {text[:100]}{'...' if len(text) > 100 else ''}")
+    print(f"{len(folder.records())} evaluation records kept; continue with: nas search --out {args.out} --resume")
+    return 0
+
+
+def _parse_literal(text: str, what: str = "value") -> Any:
+    """A flag's value as JSON (``3``, ``0.5``, ``null``, ``{"C": 16}``), else a bare word as a string
+    (``true``/``false`` as booleans); text that starts like JSON but does not parse is an error naming
+    `what` (``--strategy-option assignment``)."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as e:
         if text.lower() in ("true", "false"):
             return text.lower() == "true"
+        if text.lstrip()[:1] in ('{', '[', '"'):
+            raise CLIError(f"{what}: malformed JSON {text!r} ({e.msg} at character {e.pos})") from None
         return text
 
 
@@ -44,13 +138,13 @@ def _parse_sets(space: Any, items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+def _parse_options(items: Sequence[str], flag: str = "--option") -> dict[str, Any]:
     out = {}
     for item in items:
-        if "=" not in item:
-            raise CLIError(f"--option takes KEY=VALUE, got {item!r}")
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise CLIError(f"{flag} takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        out[key] = _parse_literal(value)
+        out[key.strip()] = _parse_literal(value, f"{flag} {key.strip()}")
     return out
 
 
@@ -171,10 +265,13 @@ def search_config_from_args(args: argparse.Namespace):
     from nas.config import SearchConfig, read_config_file
 
     data: dict[str, Any] = {}
+    where = "flags"
     if args.config:
         data = read_config_file(args.config)
+        where = str(args.config)
     elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
         data = read_config_file(Path(args.out) / "config.json")
+        where = str(Path(args.out) / "config.json")
     train = data.get("train") or {}
     data = {**data, "train": dict(train) if isinstance(train, dict) else train}
     for dest, (section, key) in _SEARCH_FLAGS.items():
@@ -183,24 +280,51 @@ def search_config_from_args(args: argparse.Namespace):
             if section and not isinstance(data["train"], dict):
                 raise CLIError("the config's 'train' must be a table of settings")
             (data["train"] if section else data)[key] = value
-    if args.strategy_option:
-        data["strategy_options"] = {**data.get("strategy_options", {}), **_parse_options(args.strategy_option)}
-    if args.space_option:
-        data["space_options"] = {**data.get("space_options", {}), **_parse_options(args.space_option)}
-    return SearchConfig.from_dict(data, args.config or "flags")
+    for flag, key in (("strategy_option", "strategy_options"), ("space_option", "space_options")):
+        items = getattr(args, flag)
+        if items:
+            before = data.get(key) or {}
+            if not isinstance(before, dict):
+                raise CLIError(f"{where}: {key!r} must be a table of options, got {before!r}")
+            data[key] = {**before, **_parse_options(items, "--" + flag.replace("_", "-"))}
+    return SearchConfig.from_dict(data, where)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.search import run_search
+    import signal
+    import threading
+
+    from nas.search import SearchInterrupted, raise_on_signal, ray_session, resume_command, run_search
 
     cfg = search_config_from_args(args)
-    outcome = run_search(cfg, resume=args.resume)
+    # SIGTERM stops the driver as Ctrl-C does: the trials in flight are stopped, Ray is shut down, the
+    # journal keeps what finished (while trials run, `run_trials` turns the first signal into a clean stop)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_on_signal) if main_thread else None
+    try:
+        with ray_session():  # one private Ray instance for all the searches of this command, then shut down
+            outcome = run_search(cfg, resume=args.resume)
+    except KeyboardInterrupt as e:  # before or between the trials
+        stopped = SearchInterrupted.of_folder(cfg.out, getattr(e, "signum", signal.SIGINT))
+    except SearchInterrupted as e:
+        stopped = e
+    else:
+        stopped = None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    if stopped is not None:
+        print(f"nas: interrupted: {stopped.n_records} evaluations on record in {stopped.folder}; resume with: "
+              f"{resume_command(cfg.out)}", file=sys.stderr)
+        return stopped.exit_code
     best = outcome.best
     print()
-    rejected = f", {outcome.n_rejected} proposals over the size limits skipped" if outcome.n_rejected else ""
-    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed{rejected}) in {outcome.folder}")
+    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed) in {outcome.folder}: "
+          f"{outcome.n_trained} architectures trained to the end, {outcome.n_stopped} stopped early (ASHA, not "
+          f"ranked), {outcome.n_cached} answered from cache; {outcome.n_rejected} proposals rejected before "
+          "training (over the size limits or impossible to build; no budget used)")
     if best is None:
-        print("no candidate finished successfully")
+        print("no candidate was trained to the end successfully")
         return 1
     m = best.get("metrics", {})
     print(f"best: val_accuracy {best['value']:.4f}"
@@ -212,28 +336,51 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Export an architecture. From a search (a run folder, or its best.json) the trained weights and the
+    input preprocessing they were trained with are exported by default, in every format; random initial
+    weights need --untrained, and every export says which it wrote."""
     from pathlib import Path
 
     from nas.export import export
     from nas.export_source import ExportSource, resolve
+    from nas.preprocessing import describe
     from nas.registry import list_spaces
 
+    if args.untrained and (args.weights or args.weights_file):
+        raise CLIError("--untrained exports random initial weights; it cannot be combined with --weights or "
+                       "--weights-file")
     is_space = not Path(args.source).exists() and (args.source in list_spaces() or ":" in args.source)
     if is_space or args.preset or args.set:
         args.space = args.source
         src = ExportSource(_arch_from_args(args), description=f"space {args.source}")
     else:
         src = resolve(args.source, rank=args.rank)
-    weights = None
+    from_run = Path(args.source).is_dir()
     if args.weights_file:
-        weights = args.weights_file
-    elif args.weights:
-        if src.weights is None:
-            raise CLIError(f"--weights: no trained weights were found for {src.description}")
-        weights = src.weights
+        weights, what = args.weights_file, f"the weights of {args.weights_file}"
+    elif args.untrained:
+        weights, what = None, "UNTRAINED: random initial weights (seed 0), as --untrained asked"
+    elif src.weights is not None:
+        weights, what = src.weights, f"the search's trained weights ({src.weights})"
+    elif from_run or args.weights:
+        raise CLIError(f"no trained weights were found for {src.description} (the trial's checkpoint is gone "
+                       "or the run trained none); pass --untrained to export the architecture with random "
+                       "initial weights, or --weights-file FILE")
+    else:
+        weights, what = None, ("UNTRAINED: random initial weights (seed 0); an architecture without a search's "
+                               "weights (give --weights-file FILE for trained ones)")
     files = export(src.arch, args.format, args.out, weights=weights, with_train=args.with_train,
-                   train_config=src.train or None)
-    print(f"exported {src.description} as {args.format}:")
+                   train_config=src.train or None, preprocessing=src.preprocessing)
+    print(f"exported {src.description} as {args.format}, with {what}" if weights is not None
+          else f"exported {src.description} as {args.format}, {what}")
+    if src.preprocessing is not None:
+        print(f"inputs: raw, as the data set gives them; the network first applies the search's preprocessing "
+              f"({describe(src.preprocessing)})")
+    elif weights is not None and src.weights is not None:
+        print("note: the run recorded no input preprocessing (it predates that record); the network expects "
+              "inputs prepared as the search's worker did (uint8 / 255, then standardised per channel with the "
+              "training split's mean and std)")
+    print("files:")
     for f in files:
         print(f"  {f}")
     return 0
@@ -268,7 +415,10 @@ def _add_arch_args(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="graphnas: neural architecture search on Ray")
+    parser = _Parser(prog="nas", description="graphnas: neural architecture search on Ray",
+                     epilog="`nas search --help` lists each strategy's options. An error is one line `nas: error: "
+                            "...` (exit code 2); `nas --debug ...` shows its traceback.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("spaces", help="list search spaces and their presets")
@@ -282,7 +432,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="nb201 only: a cell string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
     p.set_defaults(func=cmd_describe)
 
-    p = sub.add_parser("search", help="run (or resume) a search on Ray")
+    p = sub.add_parser("search", help="run (or resume) a search on Ray", epilog=_strategy_options_epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help="search space (default resnet)")
     p.add_argument("--strategy", help="evolution | random | combo | darts (default evolution)")
     p.add_argument("--budget", type=int, help="number of evaluations (default 20)")
@@ -297,10 +448,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--asha", action="store_true", default=None, help="ASHA early stopping of weak candidates")
     p.add_argument("--table", help="NAS-Bench-201 CSV (--space nb201): look candidates up instead of training")
     p.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
-                   help="e.g. population_size=20 (repeatable)")
+                   help="an option of the strategy, e.g. population_size=20; VALUE is JSON or a bare word "
+                        "(repeatable; each strategy's options are listed below)")
     p.add_argument("--space-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--config", help="a TOML or YAML file holding any of these settings")
-    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in --out (only budget, workers, cpus/gpus per trial and address may "
+                        "change)")
+    p.add_argument("--repair", action="store_true",
+                   help="move the lines of --out's evaluations.jsonl that are not evaluation records to "
+                        "evaluations.rejected.jsonl, say which, and exit (then --resume works)")
     _add_train_flags(p)
     p.set_defaults(func=cmd_search)
 
@@ -325,7 +482,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="python", choices=["python", "json", "torchscript", "onnx"])
     p.add_argument("--out", required=True, help="the model file to write, e.g. net.py")
     p.add_argument("--rank", type=int, default=1, help="from a search folder: the K-th best architecture")
-    p.add_argument("--weights", action="store_true", help="include the trained weights (a search's trial)")
+    p.add_argument("--weights", action="store_true",
+                   help="include the search's trained weights (the default from a search; an error where there "
+                        "are none)")
+    p.add_argument("--untrained", action="store_true",
+                   help="export random initial weights (seed 0) instead of the search's trained ones")
     p.add_argument("--weights-file", help="a state dict file to include (loaded with weights_only=True)")
     p.add_argument("--with-train", action="store_true", help="also write train.py with the search's settings")
     p.add_argument("--preset")
@@ -337,22 +498,49 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The error classes whose message says what is wrong (a setting, a file, an option): printed as one line.
+    Imported only once an error happened; the workers' ones (data sets, the table) are looked up where a
+    worker module is loaded (`nas` never imports `workers` itself), as only then can they have been raised."""
+    from nas.bench import BenchError
     from nas.config import ConfigError
+    from nas.evaluation import EvaluationError
     from nas.export import ExportError
     from nas.export_source import ExportSourceError
     from nas.graph import ArchitectureError
+    from nas.io import JournalError
     from nas.ops import OpError
     from nas.search import SearchError
     from nas.space import SpaceError
+    from nas.train_settings import SettingsError
 
+    found: list[type[BaseException]] = [CLIError, ConfigError, SettingsError, SearchError, SpaceError,
+                                        ArchitectureError, OpError, EvaluationError, ExportError, ExportSourceError,
+                                        JournalError, BenchError, FileNotFoundError]
+    for module, name in (("nas.preprocessing", "PreprocessingError"), ("workers.arrays", "DatasetError"),
+                         ("workers.tabular", "TableError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def _one_line(e: BaseException) -> str:
+    return " | ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A user error (a bad setting, option, file or journal) prints one line ``nas: error:
+    ...`` and returns 2 (``--debug``: raises it, with its traceback); anything else is a bug and raises."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    func = cmd_repair if getattr(args, "repair", False) else args.func
     try:
-        return int(args.func(args) or 0)
-    except (CLIError, SpaceError, ArchitectureError, OpError, ConfigError, SearchError, ExportError,
-            ExportSourceError, FileNotFoundError) as e:
-        print(f"nas {args.command}: error: {e}", file=sys.stderr)
+        return int(func(args) or 0)
+    except Exception as e:
+        if args.debug or not isinstance(e, _user_errors()):
+            raise
+        print(f"nas: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

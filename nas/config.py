@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,9 @@ class SearchConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     train: TrainSettings = field(default_factory=TrainSettings)  # how each candidate is trained
 
+    def __post_init__(self) -> None:
+        self.space = absolute_space(self.space)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -55,7 +60,71 @@ class SearchConfig:
             settings = TrainSettings.from_dict(train, f"{where} [train]")
         except SettingsError as e:
             raise ConfigError(str(e)) from None
-        return _fill(cls(train=settings), data, where)
+        cfg = _fill(cls(train=settings), data, where)
+        cfg.space = absolute_space(cfg.space)
+        cfg.check(where)
+        return cfg
+
+    def check(self, where: str = "config") -> None:
+        """Raise `ConfigError` naming the first setting that cannot work (the training settings included),
+        so that a bad one stops the search before Ray starts or a trial is spent on it."""
+
+        def bad(key: str, want: str) -> ConfigError:
+            return ConfigError(f"{where}: setting {key!r} must be {want}, got {getattr(self, key)!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_number(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        for key in ("space", "strategy", "out"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise bad(key, "a non-empty string")
+        if not is_int(self.budget) or self.budget < 1:
+            raise bad("budget", "an int >= 1 (evaluations)")
+        if not is_int(self.seed):
+            raise bad("seed", "an int")
+        if self.workers is not None and (not is_int(self.workers) or self.workers < 1):
+            raise bad("workers", "an int >= 1 (trials at once)")
+        if not is_number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
+            raise bad("cpus_per_trial", "a number > 0")
+        if not is_number(self.gpus_per_trial) or self.gpus_per_trial < 0:
+            raise bad("gpus_per_trial", "a number >= 0")
+        for key in ("max_params", "max_flops"):
+            v = getattr(self, key)
+            if v is not None and (not is_int(v) or v < 1):
+                raise bad(key, "None or an int >= 1")
+        if not is_int(self.max_failures) or self.max_failures < -1:
+            raise bad("max_failures", "an int >= 0 (or -1: retry without limit)")
+        for key in ("asha", "reuse_actors"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "true or false")
+        for key in ("address", "table"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise bad(key, "None or a non-empty string")
+        for key in ("space_options", "strategy_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise bad(key, "a table (mapping) of options")
+        if not isinstance(self.train, TrainSettings):
+            raise ConfigError(f"{where}: 'train' must be a table of settings")
+        try:
+            self.train.check()
+        except SettingsError as e:
+            raise ConfigError(f"{where} [train]: {e}") from None
+
+
+def absolute_space(space: Any) -> Any:
+    """A space given by file (``path/to/file.py:name``) with the file's path made absolute (from the working
+    directory, as the registry reads it), so that the run's config.json finds it from any directory (export,
+    resume); other references (names, ``package.module:name``) are returned unchanged."""
+    if not isinstance(space, str) or ":" not in space:
+        return space
+    target, attr = space.rsplit(":", 1)
+    if not target.endswith(".py") or os.path.isabs(os.path.expanduser(target)):
+        return space
+    return f"{os.path.abspath(os.path.expanduser(target))}:{attr}"
 
 
 def _fill(obj: Any, data: dict[str, Any], where: str) -> Any:

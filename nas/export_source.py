@@ -24,13 +24,39 @@ class ExportSource:
     weights: Path | None = None
     train: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # the input preprocessing `weights` were trained with (nas.preprocessing: scale, per-channel mean and
+    # std), where the run recorded it; export puts it into the network
+    preprocessing: dict[str, Any] | None = None
 
 
-def _trial_weights(run: RunFolder, trial_id: str) -> Path | None:
-    """The trial's final weights, where the driver recorded them (``checkpoints.jsonl``) and they still are."""
+def _trial_weights(run: RunFolder, trial_id: str) -> tuple[Path | None, dict[str, Any] | None]:
+    """The trial's final weights, where the driver recorded them (``checkpoints.jsonl``) and they still are,
+    and the input preprocessing recorded with them."""
     rec = run.checkpoint_of(trial_id)
     weights = Path(rec["weights"]) if rec and rec.get("weights") else None
-    return weights if weights is not None and weights.is_file() else None
+    if weights is None or not weights.is_file():
+        return None, None
+    return weights, _checked(rec.get("preprocessing"))
+
+
+def _checked(pre: Any) -> dict[str, Any] | None:
+    from nas.preprocessing import PreprocessingError, check_preprocessing
+
+    if pre is None:
+        return None
+    try:
+        return check_preprocessing(pre)
+    except PreprocessingError:
+        return None
+
+
+def _best_weights_preprocessing(folder: Path) -> dict[str, Any] | None:
+    """The preprocessing recorded beside a run folder's ``best_weights.pt`` (in ``best_weights.json``)."""
+    try:
+        info = json.loads((folder / "best_weights.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return _checked(info.get("preprocessing")) if isinstance(info, dict) else None
 
 
 def from_run_folder(folder: Path, rank: int = 1) -> ExportSource:
@@ -58,11 +84,11 @@ def from_run_folder(folder: Path, rank: int = 1) -> ExportSource:
     if arch_id(arch) != rec["arch_id"]:
         raise ExportSourceError(f"{folder}: rank {rank} is architecture {rec['arch_id']}, but rebuilding it gave "
                                 f"{arch_id(arch)}; was the space changed since the search?")
-    weights = _trial_weights(run, rec["trial_id"])
+    weights, pre = _trial_weights(run, rec["trial_id"])
     if weights is None and rank == 1 and run.weights_file.is_file():
-        weights = run.weights_file
+        weights, pre = run.weights_file, _best_weights_preprocessing(run.path)
     return ExportSource(arch, weights, _train_settings(config.get("train")),
-                        f"rank {rank} of {folder} ({rec['arch_id']}, val_accuracy {rec['value']:.4f})")
+                        f"rank {rank} of {folder} ({rec['arch_id']}, val_accuracy {rec['value']:.4f})", pre)
 
 
 def _train_settings(train: Any) -> dict[str, Any]:
@@ -85,7 +111,13 @@ def resolve(source: str, rank: int = 1) -> ExportSource:
         if data is None:
             raise ExportSourceError(f"{path}: expected an architecture .json file or a search's output folder")
         arch = load(path)
-        weights = path.parent / "best_weights.pt" if "arch" in data else None
-        return ExportSource(arch, weights if weights and weights.is_file() else None,
-                            _train_settings(data.get("train")) if isinstance(data, dict) else {}, str(path))
+        if "arch" in data:  # a run's best.json: the run's best weights beside it
+            weights = path.parent / "best_weights.pt"
+            weights = weights if weights.is_file() else None
+            pre = _best_weights_preprocessing(path.parent) if weights is not None else None
+        else:  # an exported architecture: the weights exported beside it (it holds its preprocessing node)
+            weights = path.with_name(path.stem + ".weights.pt")
+            weights, pre = (weights if weights.is_file() else None), None
+        return ExportSource(arch, weights, _train_settings(data.get("train")) if isinstance(data, dict) else {},
+                            str(path), pre)
     raise ExportSourceError(f"{source!r} is neither a folder nor a file; for a space use --preset or --set")

@@ -47,29 +47,50 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path) -> tuple[list[dict], int]:
-    """Every complete JSON line of `path`, and how many malformed lines were skipped.
+class JournalError(ValueError):
+    """A JSON-lines file holds a line that is not what it should be (not JSON, not an object, not a record)
+    before its last line; `path` is the file and `lines` the 1-based numbers of the bad lines."""
 
-    Only the last line may be torn by a kill; a malformed line elsewhere is corruption and raises.
-    """
+    def __init__(self, message: str, path: str | Path, lines: list[int]):
+        super().__init__(message)
+        self.path, self.lines = Path(path), lines
+
+
+def parse_jsonl(path: str | Path) -> list[tuple[int, str, dict | None, str]]:
+    """Each non-blank line of `path` as (1-based line number, text, the JSON object or None, why it is not
+    one: "" for an object)."""
     path = Path(path)
     if not path.exists():
-        return [], 0
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    rows, bad = [], 0
-    for i, line in enumerate(lines):
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not an object")
-            rows.append(row)
+            why = "" if isinstance(row, dict) else f"JSON {type(row).__name__}, not an object"
         except ValueError as e:
-            if i == len(lines) - 1:
-                bad += 1
-                continue
-            raise ValueError(f"{path}: line {i + 1} is not a JSON object ({e}); the file is corrupted") from None
+            row, why = None, f"not JSON: {e}"
+        out.append((i, line, row if not why else None, why))
+    return out
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict], int]:
+    """Every complete JSON line of `path`, and how many malformed lines were skipped.
+
+    Only the last line may be torn by a kill; a malformed line elsewhere is corruption and raises
+    `JournalError` naming the file and the line.
+    """
+    lines = parse_jsonl(path)
+    rows, bad = [], 0
+    for k, (i, _text, row, why) in enumerate(lines):
+        if row is not None:
+            rows.append(row)
+        elif k == len(lines) - 1:
+            bad += 1
+        else:
+            raise JournalError(f"{path}: line {i} is not a JSON object ({why}); the file is corrupted", path, [i])
     return rows, bad
 
 

@@ -9,16 +9,37 @@ Cross-cutting behaviour lives in wrappers, not in the strategies or the driver (
 Ray Tune's Searcher wrappers). Each wrapper may answer a proposal before it is evaluated (`screen`) and
 hears every outcome (`record`):
 
-- `BuildArchitecture`: builds the proposal's architecture graph; one that fails to build is a failed
-  outcome (the candidate fails, not the search);
+- `BuildArchitecture`: builds the proposal's architecture graph. A candidate that can never be built (the
+  space's build function raises `nas.space.SpaceError`: an invalid combination of values, e.g. a
+  timeception layer whose groups do not divide its channels) is *rejected*, like a constraint; any other
+  exception in the build (a bug, a shape error in the graph) is a failed outcome (the candidate fails,
+  not the search);
 - `Constraints`: a proposal over a limit (parameters, multiply-accumulates) is *rejected*: its own
   kind of outcome, told to the strategy with `Strategy.reject`, never as a failure, and it uses no budget;
 - `Deduplicate`: a proposal whose architecture was evaluated before is answered from that result
-  (marked ``cached``); it uses a budget slot but no evaluation.
+  (marked ``cached``, with the status of that result: "ok", or "stopped" for a trial stopped early, never
+  passed off as a complete one); it uses a budget slot but no evaluation. Failed results are not reused
+  (a later proposal of the architecture is evaluated again).
+
+The loop itself never evaluates one architecture twice at once: a proposal whose `arch_id` is already in
+flight is *deferred* (`next` returns `LATER`, "nothing now, ask again later", as Tune's
+``Searcher.suggest`` returning None) and answered from that evaluation when it finishes (marked
+``cached``; if that evaluation failed, with the same failure). A deferred proposal holds its budget slot
+from the moment it is asked, so the budget is exact: `n_done + in_flight + deferred` never exceeds it.
+A sequential executor (`run_in_process`) has nothing in flight when it asks, so it never sees `LATER`.
+
+Statuses (`Outcome.status`): "ok" (a complete evaluation), "failed" (``error`` says why), "rejected"
+(never evaluated, uses no budget, not journaled) and "stopped": the executor's scheduler stopped the
+evaluation early (ASHA, ``--asha``) at a lower fidelity (the epoch reached is in ``extra["epoch"]``).
+A stopped outcome's ``value`` is its partial value (the metric at the epoch it reached). The strategy is
+told that partial value, as Ray Tune's and NNI's searchers receive a stopped trial's last result: it is a
+pessimistic estimate, so an architecture ASHA found weak at a low rung rarely becomes a parent or an
+incumbent. The search's outputs (leaderboard, best.json, best weights, export ranks) never rank a stopped
+trial against complete ones.
 
 Failure handling of the result itself (`check_value`): an evaluation whose value is missing or not
 finite is a failure. Pending tracking of the strategy's own asks is in `nas.strategies.base`; the loop
-counts proposals in flight, so the budget is never over-committed.
+counts proposals in flight and deferred, so the budget is never over-committed.
 """
 
 from __future__ import annotations
@@ -28,11 +49,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nas.space import Assignment
+from nas.space import Assignment, SpaceError
 from nas.strategies.base import Strategy
 
-OK, FAILED, REJECTED = "ok", "failed", "rejected"
+OK, FAILED, REJECTED, STOPPED = "ok", "failed", "rejected", "stopped"
+VALUED = (OK, STOPPED)  # statuses whose value the strategy is told (a stopped one's is partial)
 MAX_REJECTIONS_IN_A_ROW = 2000
+
+
+class _Later:
+    """`AskTellLoop.next`'s "nothing now, ask again later": the proposal it got repeats an architecture
+    in flight and was deferred until that evaluation finishes."""
+
+    def __repr__(self) -> str:
+        return "LATER"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+LATER = _Later()
 
 
 class TooManyRejections(RuntimeError):
@@ -52,9 +88,10 @@ class Proposal:
 
 @dataclass
 class Outcome:
-    """What came of a proposal: ``status`` "ok" (``value`` is the search metric), "failed" (``error``
-    says why) or "rejected" (by a constraint, ``error`` says which; never evaluated). ``cached`` names the
-    earlier evaluation an answer was taken from."""
+    """What came of a proposal: ``status`` "ok" (``value`` is the search metric), "stopped" (stopped early
+    by the executor's scheduler; ``value`` is the metric at the fidelity it reached, ``extra["epoch"]``),
+    "failed" (``error`` says why) or "rejected" (by a constraint or as impossible to build, ``error`` says
+    which; never evaluated). ``cached`` names the earlier evaluation an answer was taken from."""
 
     status: str
     value: float | None = None
@@ -66,6 +103,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def told_value(self) -> float | None:
+        """What the strategy is told: the value of a complete or stopped evaluation, else None (failed)."""
+        return self.value if self.status in VALUED else None
 
 
 def check_value(outcome: Outcome, error: str = "the evaluation reported no finite value") -> Outcome:
@@ -95,7 +137,8 @@ class Journal(Protocol):
 
 
 class BuildArchitecture:
-    """Builds ``proposal.arch`` with `build(assignment)` and its `arch_id`; a build error fails it."""
+    """Builds ``proposal.arch`` with `build(assignment)` and its `arch_id`. A `SpaceError` (the space says
+    this combination can never be built) rejects the proposal; any other build error fails it."""
 
     def __init__(self, build: Callable[[Assignment], Any]):
         self.build = build
@@ -106,6 +149,9 @@ class BuildArchitecture:
         try:
             proposal.arch = self.build(proposal.assignment)
             proposal.arch_id = arch_id(proposal.arch)
+        except SpaceError as e:  # an impossible candidate: not a failure, and it uses no budget
+            proposal.arch = proposal.arch_id = None
+            return Outcome(REJECTED, error=f"cannot be built: {e}")
         except Exception as e:  # the candidate fails, not the search
             return Outcome(FAILED, error=f"{type(e).__name__}: {e}")
         return None
@@ -140,30 +186,34 @@ class Constraints:
 
 
 class Deduplicate:
-    """Answers a proposal whose architecture (by `arch_id`) was evaluated successfully before with that
-    result. ``first`` maps arch_id -> (value, metrics, tag, extra) of the first success."""
+    """Answers a proposal whose architecture (by `arch_id`) was evaluated before, completely or stopped
+    early, with that result and its status. ``first`` maps arch_id -> (value, metrics, tag, extra, status)
+    of the first such evaluation; `earlier` gives them as (arch_id, value, metrics, tag, extra[, status])
+    (status "ok" where left out). Failures are not reused."""
 
-    def __init__(self, earlier: Iterable[tuple[str, float, dict[str, Any], str, dict[str, Any]]] = ()):
-        self.first: dict[str, tuple[float, dict[str, Any], str, dict[str, Any]]] = {}
-        for aid, value, metrics, tag, extra in earlier:
-            self.first.setdefault(aid, (value, metrics, tag, extra))
+    def __init__(self, earlier: Iterable[tuple[Any, ...]] = ()):
+        self.first: dict[str, tuple[float, dict[str, Any], str, dict[str, Any], str]] = {}
+        for aid, value, metrics, tag, extra, *status in earlier:
+            self.first.setdefault(aid, (value, metrics, tag, extra, status[0] if status else OK))
 
     def screen(self, proposal: Proposal) -> Outcome | None:
         hit = self.first.get(proposal.arch_id) if proposal.arch_id else None
         if hit is None:
             return None
-        value, metrics, tag, extra = hit
-        return Outcome(OK, value, dict(metrics), cached=tag, extra=dict(extra))
+        value, metrics, tag, extra, status = hit
+        return Outcome(status, value, dict(metrics), cached=tag, extra=dict(extra))
 
     def record(self, proposal: Proposal, outcome: Outcome) -> None:
-        if outcome.ok and proposal.arch_id and not outcome.cached:
-            self.first.setdefault(proposal.arch_id, (outcome.value, outcome.metrics, proposal.tag, outcome.extra))
+        if outcome.status in VALUED and proposal.arch_id and not outcome.cached:
+            self.first.setdefault(proposal.arch_id, (outcome.value, outcome.metrics, _name(proposal), outcome.extra,
+                                                     outcome.status))
 
 
 class AskTellLoop:
     """Asks `strategy` through `wrappers` (in order) until a proposal needs evaluating, within `budget`
     outcomes (None: no count limit; the executor stops). Outcomes settled by a wrapper (cached, failed to
-    build) count toward the budget; rejections do not."""
+    build) count toward the budget; rejections do not. A proposal whose architecture is being evaluated
+    is deferred until that evaluation finishes, then answered from it (see the module docstring)."""
 
     def __init__(self, strategy: Strategy, wrappers: Iterable[Wrapper] = (), journal: Journal | None = None,
                  budget: int | None = None, n_done: int = 0,
@@ -176,14 +226,25 @@ class AskTellLoop:
         self.in_flight = 0
         self.n_rejected = 0
         self.max_rejections_in_a_row = max_rejections_in_a_row
+        self.running: dict[str, Proposal] = {}  # arch_id -> the proposal being evaluated
+        self.deferred: dict[str, list[Proposal]] = {}  # arch_id -> proposals waiting for that evaluation
+
+    @property
+    def n_deferred(self) -> int:
+        return sum(len(q) for q in self.deferred.values())
+
+    def committed(self) -> int:
+        """Budget slots taken: outcomes on record, evaluations in flight, proposals deferred."""
+        return self.n_done + self.in_flight + self.n_deferred
 
     def remaining(self) -> int | None:
-        return None if self.budget is None else max(self.budget - self.n_done - self.in_flight, 0)
+        return None if self.budget is None else max(self.budget - self.committed(), 0)
 
-    def next(self, tag: str = "") -> Proposal | None:
-        """The next proposal to evaluate, or None when the budget is committed."""
+    def next(self, tag: str = "") -> Proposal | _Later | None:
+        """The next proposal to evaluate; `LATER` when the proposal asked for repeats an architecture in
+        flight (it is deferred: ask again later); None when the budget is committed."""
         in_a_row = 0
-        while self.budget is None or self.n_done + self.in_flight < self.budget:
+        while self.budget is None or self.committed() < self.budget:
             proposal = Proposal(self.strategy.ask(), tag=tag)
             outcome = None
             for w in self.wrappers:
@@ -191,7 +252,13 @@ class AskTellLoop:
                 if outcome is not None:
                     break
             if outcome is None:
+                aid = proposal.arch_id
+                if aid is not None and aid in self.running:
+                    self.deferred.setdefault(aid, []).append(proposal)
+                    return LATER
                 self.in_flight += 1
+                if aid is not None:
+                    self.running[aid] = proposal
                 return proposal
             if outcome.status == REJECTED:
                 self.strategy.reject(proposal.assignment, outcome.error or "")
@@ -204,30 +271,52 @@ class AskTellLoop:
         return None
 
     def finish(self, proposal: Proposal, outcome: Outcome) -> None:
-        """The outcome of evaluating a proposal that `next` returned."""
+        """The outcome of evaluating a proposal that `next` returned; proposals deferred on its
+        architecture are answered from it (cached) right after."""
         self.in_flight -= 1
+        waiting = self._release(proposal)
         self._settle(proposal, outcome)
+        for q in waiting:
+            self._settle(q, Outcome(outcome.status, outcome.value, dict(outcome.metrics), outcome.error,
+                                    cached=_name(proposal), extra=dict(outcome.extra)))
 
     def abandon(self, proposal: Proposal) -> None:
-        """A proposal `next` returned that will not be evaluated (the executor stopped first)."""
+        """A proposal `next` returned that will not be evaluated (the executor stopped first); proposals
+        deferred on it are dropped with it."""
         self.in_flight -= 1
+        self._release(proposal)
+
+    def _release(self, proposal: Proposal) -> list[Proposal]:
+        aid = proposal.arch_id
+        if aid is None or self.running.get(aid) is not proposal:
+            return []
+        del self.running[aid]
+        return self.deferred.pop(aid, [])
 
     def _settle(self, proposal: Proposal, outcome: Outcome) -> None:
         self.n_done += 1
         if self.journal is not None:
             self.journal.record(proposal, outcome)
-        self.strategy.tell(proposal.assignment, outcome.value if outcome.ok else None)
+        self.strategy.tell(proposal.assignment, outcome.told_value)
         for w in self.wrappers:
             w.record(proposal, outcome)
         if self.journal is not None:
             self.journal.told(proposal, outcome)
 
 
+def _name(proposal: Proposal) -> str:
+    """How a cached answer names the evaluation it came from: its tag (a trial id), else its arch_id."""
+    return proposal.tag or f"arch {proposal.arch_id}"
+
+
 def run_in_process(loop: AskTellLoop, evaluate: Callable[[Proposal], Outcome],
                    stop: Callable[[Proposal, Outcome], bool] | None = None) -> None:
     """Execute `loop` here, one evaluation at a time, until the budget is committed or `stop(proposal,
-    outcome)` says the outcome is past the end (it is then not told: it did not finish in time)."""
+    outcome)` says the outcome is past the end (it is then not told: it did not finish in time). Nothing
+    is in flight when it asks, so no proposal is ever deferred."""
     while (proposal := loop.next()) is not None:
+        if proposal is LATER:  # only with an evaluation in flight, which this executor never has
+            raise RuntimeError("run_in_process: the loop deferred a proposal with nothing in flight")
         outcome = evaluate(proposal)
         if stop is not None and stop(proposal, outcome):
             loop.abandon(proposal)

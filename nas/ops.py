@@ -341,6 +341,65 @@ register_op(OpSpec("flatten", lambda p, s: (_numel(s),), lambda p, s: nn.Flatten
 
 
 # ---------------------------------------------------------------------------------------------------
+# input preprocessing (nas.preprocessing): what the search's worker did to the data before training
+
+
+class Normalize(nn.Module):
+    """Input preprocessing without parameters: x * scale (computed as x / (1 / scale), as the data loader
+    divides), then (x - mean) / std per channel (dimension 1). Integer inputs (uint8) are cast first. The
+    constants are non-persistent buffers: they follow .to() but are not in the state dict."""
+
+    def __init__(self, scale: float, mean: list[float], std: list[float], channels: int, rank: int = 3):
+        super().__init__()
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"Normalize: {len(mean)} mean(s) and {len(std)} std(s) for {channels} input "
+                             "channel(s); give one mean and one std per channel (input_mean=, input_std=)")
+        if scale <= 0 or min(std) <= 0:
+            raise ValueError(f"Normalize: scale and std must be positive, got scale {scale}, std {std}")
+        self.divisor = 1.0 / float(scale)
+        view = [channels] + [1] * (rank - 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(view), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(view), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"divisor={self.divisor!r}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.mean.dtype) / self.divisor - self.mean) / self.std
+
+
+def _normalize_shape(p: dict, in_shape: Shape) -> Shape:
+    for key in ("mean", "std"):
+        v = p[key]
+        if not isinstance(v, list | tuple) or len(v) != in_shape[0] or not all(
+                isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in v):
+            raise OpError(f"normalize.{key} must be a list of {in_shape[0]} numbers (one per input channel), "
+                          f"got {v!r}")
+    if any(a <= 0 for a in p["std"]):
+        raise OpError(f"normalize.std must be positive, got {p['std']!r}")
+    scale = p["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+        raise OpError(f"normalize.scale must be a positive number, got {scale!r}")
+    return tuple(in_shape)
+
+
+def _normalize_build(p: dict, in_shape: Shape) -> nn.Module:
+    return Normalize(p["scale"], p["mean"], p["std"], channels=in_shape[0], rank=len(in_shape))
+
+
+def _normalize_source(p: dict, in_shape: Shape) -> str:
+    return call_source("Normalize", float(p["scale"]), [float(v) for v in p["mean"]],
+                       [float(v) for v in p["std"]], channels=in_shape[0], rank=len(in_shape))
+
+
+register_op(OpSpec("normalize", _normalize_shape, _normalize_build, required=("mean", "std"),
+                   defaults={"scale": 1.0},
+                   doc="input preprocessing: x * scale, then (x - mean) / std per channel (no parameters)",
+                   source=_normalize_source, source_classes=(Normalize,)))
+
+
+# ---------------------------------------------------------------------------------------------------
 # merges: how a node with several inputs combines them before its op runs
 
 MERGES = ("sum", "concat", "gate", "mul")

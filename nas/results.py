@@ -12,10 +12,25 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nas.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from nas.io import JournalError, append_jsonl, atomic_write_json, atomic_write_text, parse_jsonl, read_jsonl
 
 EVALUATIONS = "evaluations.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"  # trial id -> where the driver saw its final checkpoint and weights
+REJECTED = "evaluations.rejected.jsonl"  # lines `RunFolder.repair` moved out of the journal
+
+
+def record_problem(row: dict[str, Any] | None) -> str:
+    """Why a journal line's object is not an evaluation record ("" when it is one)."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [k for k in ("trial_id", "assignment", "status") if k not in row]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if not isinstance(row["trial_id"], str) or not isinstance(row["assignment"], dict):
+        return "trial_id must be a string and assignment an object"
+    if row["status"] == "ok" and not _finite(row.get("value")):
+        return f"status ok without a finite value (value {row.get('value')!r})"
+    return ""
 
 
 class RunFolder:
@@ -50,26 +65,48 @@ class RunFolder:
 
     # -- journal ------------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
-        rows, _torn = read_jsonl(self.evaluations_file)
+        """The evaluations on record, in journal order (the first of a trial id's lines). A torn last line
+        (a kill mid-write) is skipped; any other line that is not an evaluation record raises
+        `nas.io.JournalError` naming the file and the line (`repair` moves such lines aside)."""
+        lines = parse_jsonl(self.evaluations_file)
         seen: set[str] = set()
         out = []
-        for r in rows:  # a record is unique by trial id; keep the first
-            key = r.get("trial_id")
-            if key in seen:
+        for k, (i, _text, row, why) in enumerate(lines):
+            why = why or record_problem(row)
+            if why:
+                if k == len(lines) - 1 and row is None:
+                    continue  # a torn last line: not a finished evaluation
+                raise JournalError(f"{self.evaluations_file}: line {i} is not an evaluation record ({why}); "
+                                   f"the file is corrupted. `nas search --out {self.path} --repair` moves such "
+                                   f"lines to {REJECTED}", self.evaluations_file, [i])
+            key = row["trial_id"]
+            if key in seen:  # a record is unique by trial id; keep the first
                 continue
             seen.add(key)
-            out.append(r)
+            out.append(row)
         return out
 
     def repair_torn_tail(self) -> int:
         """Drop a torn last line left by a kill (it is not a finished evaluation); returns lines dropped."""
-        rows, torn = read_jsonl(self.evaluations_file)
-        if torn:
-            import json
+        lines = parse_jsonl(self.evaluations_file)
+        if not lines or lines[-1][2] is not None:
+            return 0
+        atomic_write_text(self.evaluations_file, "".join(text + "\n" for _, text, _, _ in lines[:-1]))
+        return 1
 
-            atomic_write_text(self.evaluations_file, "".join(json.dumps(r, separators=(",", ":")) + "\n"
-                                                             for r in rows))
-        return torn
+    def repair(self) -> list[tuple[int, str, str]]:
+        """Move every line of the journal that is not an evaluation record (a torn last line too) to
+        ``evaluations.rejected.jsonl`` (appended, with its line number and why) and keep the others as they
+        were; returns (line number, why, text) of each line moved."""
+        lines = parse_jsonl(self.evaluations_file)
+        bad = [(i, why or record_problem(row), text) for i, text, row, why in lines if why or record_problem(row)]
+        if not bad:
+            return []
+        for i, why, text in bad:
+            append_jsonl(self.path / REJECTED, {"line": i, "why": why, "text": text})
+        good = [text for i, text, row, why in lines if not (why or record_problem(row))]
+        atomic_write_text(self.evaluations_file, "".join(t + "\n" for t in good))
+        return bad
 
     def append(self, record: dict[str, Any]) -> None:
         append_jsonl(self.evaluations_file, record)
@@ -77,32 +114,60 @@ class RunFolder:
     # -- where trials left their files (recorded by the driver, never found by globbing Ray's layout) ------
     def record_checkpoint(self, trial_id: str, checkpoint: str, weights_file: str | None) -> Path | None:
         """Note trial `trial_id`'s final checkpoint folder (and the weights file in it, where the kind of
-        evaluation trains a model and the file is there); returns the weights file or None."""
+        evaluation trains a model and the file is there), with the input preprocessing the worker saved
+        beside the weights (``preprocessing``: scale, per-channel mean and std; None where there is none);
+        returns the weights file or None."""
+        from nas.preprocessing import PREPROCESSING_FILE, read_preprocessing
+
         weights = Path(checkpoint) / weights_file if weights_file else None
         weights = weights if weights is not None and weights.is_file() else None
+        pre = read_preprocessing(Path(checkpoint) / PREPROCESSING_FILE) if weights is not None else None
         append_jsonl(self.checkpoints_file, {"trial_id": trial_id, "checkpoint": str(checkpoint),
-                                             "weights": None if weights is None else str(weights)})
+                                             "weights": None if weights is None else str(weights),
+                                             "preprocessing": pre})
         return weights
 
     def checkpoint_of(self, trial_id: str) -> dict[str, Any] | None:
-        """The last checkpoint record of `trial_id`, or None."""
+        """The last checkpoint record of `trial_id` (trial_id, checkpoint, weights, preprocessing), or None.
+        A record written before preprocessing was recorded gets it from the checkpoint folder where that
+        still holds it, else None."""
         rows, _ = read_jsonl(self.checkpoints_file)
         hits = [r for r in rows if r.get("trial_id") == trial_id]
-        return hits[-1] if hits else None
+        if not hits:
+            return None
+        rec = dict(hits[-1])
+        if "preprocessing" not in rec:
+            from nas.preprocessing import PREPROCESSING_FILE, read_preprocessing
+
+            rec["preprocessing"] = (read_preprocessing(Path(rec["checkpoint"]) / PREPROCESSING_FILE)
+                                    if rec.get("weights") and rec.get("checkpoint") else None)
+        return rec
 
     def write_best_weights(self, weights: Path, trial_id: str, arch_id: str | None) -> None:
-        """Copy the best trial's weights into the run folder (``best_weights.pt``, and where from)."""
+        """Copy the best trial's weights into the run folder (``best_weights.pt``), and write where from and
+        the input preprocessing they were trained with (``best_weights.json``: trial_id, arch_id, source,
+        preprocessing)."""
         from nas.io import atomic_write_bytes
+        from nas.preprocessing import PREPROCESSING_FILE, read_preprocessing
 
         atomic_write_bytes(self.weights_file, Path(weights).read_bytes())
-        atomic_write_json(self.path / "best_weights.json", {"trial_id": trial_id, "arch_id": arch_id,
-                                                           "source": Path(weights).name})
+        atomic_write_json(self.path / "best_weights.json", {
+            "trial_id": trial_id, "arch_id": arch_id, "source": Path(weights).name,
+            "preprocessing": read_preprocessing(Path(weights).parent / PREPROCESSING_FILE)})
 
     # -- derived views ------------------------------------------------------------------------------
     def write_leaderboard(self, records: list[dict[str, Any]], metric: str, mode: str, top: int = 20) -> None:
-        ok = self.ranked([r for r in records if not r.get("cached")], mode)  # one row per trained architecture
-        lines = [f"# Leaderboard ({metric}, {mode}; {len(ok)} architectures trained, "
-                 f"{sum(r.get('status') != 'ok' for r in records)} failed)", "",
+        """``leaderboard.md``: the architectures trained to the end, ranked (one row each; cached answers
+        are not rows); below them, not ranked, those ASHA stopped early, with the epoch each reached (their
+        values are partial, at a lower fidelity, so they are never compared with complete ones)."""
+        trained = [r for r in records if not r.get("cached")]
+        ok = self.ranked(trained, mode)
+        stopped = sorted((r for r in trained if r.get("status") == "stopped" and _finite(r.get("value"))),
+                         key=lambda r: r["value"], reverse=(mode == "max"))
+        n_failed = sum(r.get("status") == "failed" and not r.get("cached") for r in records)
+        n_cached = sum(bool(r.get("cached")) for r in records)
+        lines = [f"# Leaderboard ({metric}, {mode}; {len(ok)} architectures trained, {len(stopped)} stopped "
+                 f"early, {n_failed} failed, {n_cached} cached answers)", "",
                  f"| rank | {metric} | test_accuracy | params | flops | arch_id | trial | assignment |",
                  "|---:|---:|---:|---:|---:|---|---|---|"]
         for i, r in enumerate(ok[:top], 1):
@@ -110,13 +175,26 @@ class RunFolder:
             lines.append(f"| {i} | {r['value']:.4f} | {_fmt(m.get('test_accuracy'))} | {m.get('params', '')} | "
                          f"{m.get('flops', '')} | {r.get('arch_id', '')} | {r.get('trial_id', '')} | "
                          f"`{_compact(r.get('assignment'))}` |")
+        if stopped:
+            lines += ["", f"## Stopped early by ASHA (not ranked: {metric} at the epoch reached)", "",
+                      f"| stopped at epoch | {metric} | params | flops | arch_id | trial | assignment |",
+                      "|---:|---:|---:|---:|---|---|---|"]
+            for r in stopped[:top]:
+                m = r.get("metrics", {})
+                lines.append(f"| {r.get('epoch', m.get('epoch', ''))} | {r['value']:.4f} | {m.get('params', '')} | "
+                             f"{m.get('flops', '')} | {r.get('arch_id', '')} | {r.get('trial_id', '')} | "
+                             f"`{_compact(r.get('assignment'))}` |")
         atomic_write_text(self.path / "leaderboard.md", "\n".join(lines) + "\n")
 
     def ranked(self, records: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+        """The complete evaluations (status "ok", finite value) of `records`, best first. Stopped (partial),
+        failed and rejected ones are never ranked: what best.json, best weights and ``export --rank`` use."""
         ok = [r for r in records if r.get("status") == "ok" and _finite(r.get("value"))]
         return sorted(ok, key=lambda r: r["value"], reverse=(mode == "max"))
 
     def write_best(self, record: dict[str, Any], arch: dict[str, Any], metric: str) -> None:
+        if record.get("status") != "ok":  # a stopped (partial) or failed evaluation is never the best
+            raise ValueError(f"best.json takes a complete evaluation, not one with status {record.get('status')!r}")
         atomic_write_json(self.best_file, {
             "metric": metric, "value": record["value"], "trial_id": record["trial_id"],
             "arch_id": record["arch_id"], "assignment": record["assignment"], "metrics": record.get("metrics", {}),
@@ -124,7 +202,7 @@ class RunFolder:
         })
 
     def plot(self, records: list[dict[str, Any]], metric: str, mode: str) -> Path | None:
-        """best-so-far against evaluations and against wall time (PNG)."""
+        """best-so-far (complete evaluations only, as ranked) against evaluations and wall time (PNG)."""
         if not records:
             return None
         import matplotlib

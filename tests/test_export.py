@@ -361,6 +361,12 @@ def test_op_sources_construct_the_builders_modules():
     # the classic ops (nas.ops_classic) appear in no default: lrn, pad_shortcut, scale
     graphs += [nas.get_space(name).graph(a, partial=True) for name, a in (
         ("vgg", {"lrn": True}), ("resnet", {"shortcut": "zero_pad"}), ("inception", {"family": "resnet_v2"}))]
+    # the input preprocessing an export from a search adds (nas.preprocessing)
+    from nas.preprocessing import with_input_normalization
+
+    first = graphs[0]
+    c = nas.infer_shapes(first)["input"][0]
+    graphs.append(with_input_normalization(first, {"scale": 1 / 255, "mean": [0.5] * c, "std": [0.25] * c}))
     namespace = {"torch": torch, "nn": torch.nn, **vars(nas.ops), **vars(nas.ops_cells), **vars(nas.ops_video),
                  **vars(nas.ops_classic)}
     seen = set()

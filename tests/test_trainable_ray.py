@@ -9,9 +9,11 @@ resumes from the checkpoint instead of starting over).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,12 +102,14 @@ def test_good_trial_reports_metrics_and_a_checkpoint(results):
     # the reported test accuracy
     assert len(r.best_checkpoints) == 2 and r.checkpoint is not None
     with r.checkpoint.as_directory() as d:
-        assert sorted(os.listdir(d)) == ["arch.json", "model.pt", "train_state.pth"]
+        assert sorted(os.listdir(d)) == ["arch.json", "model.pt", "preprocessing.json", "train_state.pth"]
         g, model = load_trained_model(d)
+        preprocessing = json.loads((Path(d) / "preprocessing.json").read_text())
     from workers.datasets import load_dataset
     from workers.training import evaluate
 
     data = load_dataset("digits")
+    assert preprocessing == data.preprocessing  # what an export puts into the network (nas.preprocessing)
     assert evaluate(model, data.x_test, data.y_test)["accuracy"] == pytest.approx(m["test_accuracy"])
 
 

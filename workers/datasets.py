@@ -3,7 +3,9 @@
 The test split is for the final report only: the search selects on the validation split. Splits are
 stratified by label where every class has at least two examples (`train_test_split(stratify=...)`),
 and plain seeded random splits otherwise. Inputs are float32, standardised per channel (dimension 1)
-with the training split's mean and standard deviation; labels are int64 in 0..K-1.
+with the training split's mean and standard deviation; labels are int64 in 0..K-1. What was done to the
+inputs (the scale, and the per-channel mean and std) is `DatasetSplits.preprocessing`, a plain dict
+(`nas.preprocessing`) that the worker saves with a trained model so that an exported model applies it.
 
 Fractions: ``test_fraction`` of all examples is held out as the test split when the data set has none
 of its own (digits; an npy folder without ``x_test.npy``); ``val_fraction`` of the remaining
@@ -54,6 +56,9 @@ class DatasetSplits:
     num_classes: int
     input_shape: tuple[int, ...]
     name: str
+    # what was done to the inputs as the data set gives them (nas.preprocessing): x * scale, then
+    # (x - mean[c]) / std[c] per channel; an exported model applies it itself
+    preprocessing: dict | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -106,14 +111,20 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
         raise DatasetError(f"unknown data set {name!r}; known: {_KNOWN}")
     (xtr, ytr), (xv, yv), (xte, yte) = splits
     num_classes = int(max(ytr.max(initial=-1), yv.max(initial=-1), yte.max(initial=-1))) + 1
+    scale = (1.0 / 255.0 if xtr.dtype == np.uint8 else 1.0) * (_DIGITS_SCALE if key == "digits" else 1.0)
     xtr, xv, xte = (_as_float(a) for a in (xtr, xv, xte))
     if normalize:
-        xtr, xv, xte = _standardise(xtr, xv, xte)
+        mean, std = _channel_stats(xtr)
+        xtr, xv, xte = _standardise(xtr, xv, xte, stats=(mean, std))
+    else:
+        mean, std = np.zeros(xtr.shape[1], np.float32), np.ones(xtr.shape[1], np.float32)
+    preprocessing = {"scale": scale, "mean": [float(v) for v in np.ravel(mean)],
+                     "std": [float(v) for v in np.ravel(std)]}
     t = torch.from_numpy
     return DatasetSplits(
         x_train=t(xtr), y_train=t(ytr.astype(np.int64)), x_val=t(xv), y_val=t(yv.astype(np.int64)),
         x_test=t(xte), y_test=t(yte.astype(np.int64)), num_classes=num_classes,
-        input_shape=tuple(int(v) for v in xtr.shape[1:]), name=key,
+        input_shape=tuple(int(v) for v in xtr.shape[1:]), name=key, preprocessing=preprocessing,
     )
 
 
@@ -166,11 +177,14 @@ def _npy_root(root: str | os.PathLike | None) -> str | os.PathLike:
 # sources
 
 
+_DIGITS_SCALE = 1.0 / 16.0  # digits' pixels are 0..16; `_digits` divides them by 16
+
+
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]  # pixel values are 0..16
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]  # pixel values are 0..16 (_DIGITS_SCALE)
     return x, d.target.astype(np.int64)
 
 
@@ -383,11 +397,18 @@ def _as_float(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _standardise(x_train: np.ndarray, *others: np.ndarray):
-    """Per-channel (dimension 1) standardisation with the training split's statistics."""
+def _channel_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training split's per-channel (dimension 1) float32 mean and std (1 where it is ~0), shaped to
+    broadcast against the inputs."""
     axes = tuple(i for i in range(x_train.ndim) if i != 1)
     mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)
     std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)
     std = np.where(std > 1e-8, std, 1.0)
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _standardise(x_train: np.ndarray, *others: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None):
+    """Per-channel (dimension 1) standardisation with the training split's statistics (`stats`: those of
+    `_channel_stats(x_train)`, when already computed)."""
+    mean, std = stats if stats is not None else _channel_stats(x_train)
     return tuple(((a - mean) / std).astype(np.float32, copy=False) for a in (x_train, *others))

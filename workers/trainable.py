@@ -17,9 +17,11 @@ time_limited) plus status="ok", params, flops and latency_ms; the last report ad
 test_loss of the final model. The test split is evaluated once, at the end, and only reported.
 
 Checkpoints hold ``model.pt`` (the model's state_dict, contiguous CPU tensors, loadable into
-`nas.build(graph)`), ``train_state.pth`` (optimizer, step, RNG states: what a resume needs) and
-``arch.json``. They are written every `checkpoint_every` epochs and always with the final report
-(`checkpoint_every=0`: final only, which keeps short trials fast). A trial restarted by Tune resumes
+`nas.build(graph)`), ``train_state.pth`` (optimizer, step, RNG states: what a resume needs),
+``arch.json`` and ``preprocessing.json`` (what was done to the data set's inputs before training: scale and
+per-channel mean and std, `nas.preprocessing`; an exported model applies it to raw inputs). They are
+written every `checkpoint_every` epochs and always with the final report (`checkpoint_every=0`: final
+only, which keeps short trials fast). A trial restarted by Tune resumes
 from `ray.tune.get_checkpoint()`.
 
 Failures: a candidate that cannot be built, mismatches the data, produces a NaN loss or runs out of
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import math
 import os
 import tempfile
@@ -44,6 +47,7 @@ from typing import Any
 
 import torch
 
+from nas.preprocessing import PREPROCESSING_FILE
 from nas.train_settings import TrainSettings
 from workers.datasets import DatasetSplits, load_dataset
 from workers.training import Trainer, default_device, evaluate, measure_latency
@@ -223,6 +227,8 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
                 torch.save(state, Path(d) / WEIGHTS_FILE)
                 torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
                 (Path(d) / ARCH_FILE).write_text(arch_json)
+                if data.preprocessing is not None:  # how the inputs were prepared: export applies the same
+                    (Path(d) / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
                 _report(tune, metrics, d)
         else:
             _report(tune, metrics)

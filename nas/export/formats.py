@@ -11,7 +11,9 @@
   weights may land in a ``.data`` file beside it, which is returned too). Needs the ``export`` extra.
 
 TorchScript and ONNX files hold the evaluation-mode network (auxiliary heads and dropout off). Exports
-built without weights carry the initial weights `Net()` draws under seed 0.
+built without weights carry the initial weights `Net()` draws under seed 0. With `preprocessing` the network
+normalises its inputs itself (a ``normalize`` node first); an ONNX model takes float32 inputs (cast uint8
+pixels to float32, unscaled).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from nas.graph import arch_id, infer_shapes, input_node, to_json
 from nas.graph import load as load_graph
 from nas.graph import save as save_graph
 from nas.io import atomic_write_text
+from nas.preprocessing import PreprocessingError, with_input_normalization
 from nas.train_settings import TrainSettings
 
 FORMATS = ("python", "json", "torchscript", "onnx")
@@ -50,11 +53,14 @@ Weights = Mapping[str, torch.Tensor] | nn.Module | str | os.PathLike
 def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.PathLike, *,
            weights: Weights | None = None, with_train: bool = False,
            train_config: TrainSettings | Mapping[str, Any] | Any | None = None,
-           class_name: str = "Net") -> list[Path]:
+           class_name: str = "Net", preprocessing: Mapping[str, Any] | None = None) -> list[Path]:
     """Write `arch` (a graph, or an architecture / best.json file) to `path` as `format`.
 
     `weights`: a state dict, a module, or a weights file (loaded with weights_only=True); its keys must be
-    the architecture's (``nas.build(arch).state_dict()``). `with_train` (python only) adds ``train.py``,
+    the architecture's (``nas.build(arch).state_dict()``). `preprocessing` (`nas.preprocessing`: ``{"scale",
+    "mean", "std"}``, what the search did to the data set's inputs) becomes a parameter-free ``normalize``
+    node at the network's input, so that the exported model takes inputs as the data set gives them; the
+    state dict keys stay the same. `with_train` (python only) adds ``train.py``,
     whose defaults are `train_config` (`nas.train_settings.TrainSettings`, alias `nas.export.TrainConfig`,
     or a mapping of its settings; None: its defaults).
     Returns the files written, the model file first.
@@ -63,6 +69,11 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
         raise ExportError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
     g = arch if isinstance(arch, nx.DiGraph) else load_graph(arch)
     infer_shapes(g)
+    if preprocessing is not None:
+        try:
+            g = with_input_normalization(g, preprocessing)
+        except PreprocessingError as e:
+            raise ExportError(f"preprocessing: {e}") from None
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"export path {path} is a folder; give the model file's path (e.g. {path / 'net.py'})")

@@ -37,6 +37,7 @@ from nas.graph import (
     topological_order,
 )
 from nas.ops import OpError, Shape, get_op, merge_shape, resolve_params
+from nas.preprocessing import without_input_normalization
 
 _SENTINEL = 987_654_319  # a channel count no real network has, to find where a constructor writes it
 _WIDTH = 110  # wrap long generated lines (long concatenations) near this width
@@ -110,6 +111,17 @@ def _classifier(nodes: dict[str, _Node], sink: str) -> str | None:
     return n.name
 
 
+_ARG_TYPES = {"input_scale": "float", "input_mean": "tuple[float, ...]", "input_std": "tuple[float, ...]"}
+
+
+def _input_normalize(g: nx.DiGraph, src: str) -> str | None:
+    """The `normalize` node that alone reads the input (the exported input preprocessing), or None."""
+    succ = list(g.successors(src))
+    if len(succ) == 1 and g.nodes[succ[0]].get("op") == "normalize" and not g.nodes[succ[0]].get("aux"):
+        return succ[0]
+    return None
+
+
 def _fmt_shape(shape: Shape) -> str:
     return "x".join(str(v) for v in shape)
 
@@ -180,7 +192,11 @@ def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
         if all(r is not None for r in rendered.values()):
             symbolic.update(rendered)
             init_args.append(("num_classes", k))
-    consumers = list(g.successors(src))
+    # a `normalize` node right after the input (nas.preprocessing) is the input preprocessing: its constants
+    # become keyword arguments, and in_channels is looked for in the layers after it
+    norm = _input_normalize(g, src)
+    first = norm if norm is not None else src
+    consumers = list(g.successors(first))
     if consumers and all(c in nodes and nodes[c].merge is None and c not in symbolic for c in consumers):
         c_in = shapes[src][0]
         rendered = {}
@@ -195,6 +211,13 @@ def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
         if all(r is not None for r in rendered.values()):
             symbolic.update(rendered)
             init_args.append(("in_channels", c_in))
+    if norm is not None:
+        p = nodes[norm].params
+        channels = "in_channels" if any(a == "in_channels" for a, _ in init_args) else str(shapes[src][0])
+        symbolic[norm] = (f"Normalize(input_scale, input_mean, input_std, channels={channels}, "
+                          f"rank={len(shapes[src])})", ())
+        init_args += [("input_scale", float(p["scale"])), ("input_mean", tuple(float(v) for v in p["mean"])),
+                      ("input_std", tuple(float(v) for v in p["std"]))]
 
     # -- __init__ -----------------------------------------------------------------------------------------
     classes: list[type] = []
@@ -269,15 +292,18 @@ def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
 
     # -- the file -------------------------------------------------------------------------------------------
     info = g.graph
+    base_id = arch_id(g) if norm is None else arch_id(without_input_normalization(g))
     out_lines = [
-        f'"""{class_name}: architecture {arch_id(g)}, exported by graphnas as standalone PyTorch.',
+        f'"""{class_name}: architecture {base_id}, exported by graphnas as standalone PyTorch.',
         "",
         "Needs only torch. Build the found network with `" + class_name + "()`; load trained weights with",
         '`model.load_state_dict(torch.load("weights.pt", weights_only=True))` (keys are the graph\'s node ids).',
         '"""',
         "",
-        f"# arch_id: {arch_id(g)}",
+        f"# arch_id: {base_id}",
     ]
+    if norm is not None:
+        out_lines.append(f"# arch_id with the input preprocessing node: {arch_id(g)}")
     for key in ("space", "preset"):
         if info.get(key) is not None:
             out_lines.append(f"# {key}: {info[key]}")
@@ -289,6 +315,13 @@ def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
         f"# params: {params_total:,}{aux_note}",
         f"# FLOPs (multiply-accumulates, one sample): {macs:,}",
         f"# input shape (without batch): {tuple(shapes[src])}; output shape: {tuple(shapes[out])}",
+    ]
+    if norm is not None:
+        out_lines += _comment_block(
+            "inputs: raw, as the data set gives them (e.g. uint8 pixels, as a float or integer tensor); the "
+            f"network first applies the search's preprocessing ({norm}): x * input_scale, then "
+            "(x - input_mean) / input_std per channel. Its constants are not in the state dict.")
+    out_lines += [
         "",
         "import torch",
         "from torch import nn",
@@ -296,7 +329,7 @@ def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
     ]
     for cls in classes:
         out_lines += ["", *inspect.getsource(cls).rstrip("\n").split("\n"), ""]
-    sig = "".join(f", {a}: int = {v}" for a, v in init_args)
+    sig = ["self", *(f"{a}: {_ARG_TYPES.get(a, 'int')} = {v!r}" for a, v in init_args)]
     doc = f"The found network: input (N, {', '.join(map(str, shapes[src]))}), output (N, " \
           f"{', '.join(map(str, shapes[out]))})."
     out_lines += [
@@ -306,7 +339,7 @@ def python_source(g: nx.DiGraph, *, class_name: str = "Net") -> str:
         "",
         "    aux_outputs: list[torch.Tensor]  # auxiliary heads' outputs of the last training-mode forward",
         "",
-        f"    def __init__(self{sig}):",
+        *_wrap("def __init__(", sig, "):", "    "),
         "        super().__init__()",
         *init_lines,
         "        self.aux_outputs = []",

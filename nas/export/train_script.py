@@ -1,13 +1,19 @@
-"""A standalone ``train.py`` (torch and numpy only) that retrains an exported model from scratch.
+"""A standalone ``train.py`` (torch and numpy only) that trains an exported model, from scratch or from the
+search's weights (``--init-weights``).
 
-The script imports the exported model file next to it, reads a folder of ``.npy`` arrays
-(``x_train.npy``/``y_train.npy``, optional ``x_val``/``y_val`` and ``x_test``/``y_test``), prepares
-them as graphnas' workers do (uint8 scaled to [0, 1], per-channel standardisation with the training
-split's statistics), and trains with the given hyperparameters: SGD (momentum) or AdamW, weight decay,
-label smoothing, a per-step cosine (or constant) learning rate, auxiliary heads (``model.aux_outputs``)
-weighted like the search's training loop (heads whose width is not the classifier's are left out, with
-a note). It prints the loss and accuracy of every epoch and saves the
-trained state dict.
+The script imports the exported model file next to it and reads a folder of ``.npy`` arrays
+(``x_train.npy``/``y_train.npy``, optional ``x_val``/``y_val`` and ``x_test``/``y_test``) as they are. A
+model exported from a search normalises its inputs itself (a ``Normalize`` step first, with the search's
+scale and per-channel mean and std as ``Net(input_scale=, input_mean=, input_std=)`` defaults), so train.py
+feeds it the raw arrays; where the data's channels differ from the model's it passes ``in_channels=`` (where
+``Net`` has it; else it stops, saying why) and that data's own statistics, computed as graphnas' workers do
+(uint8 scaled by 1/255, then the training split's per-channel mean and std). A model without the step gets
+the arrays standardised that way by train.py. Training follows the search's worker (`workers.training`):
+SGD (momentum) or AdamW, weight decay, label smoothing, a per-step cosine (or constant) learning rate,
+auxiliary heads (``model.aux_outputs``) weighted like the search's loss (heads whose width is not the
+classifier's are left out, with a note), a last batch of one dropped, and the batch-norm statistics
+re-estimated on ``bn_recalibration`` training examples before each evaluation. It prints the loss and
+accuracy of every epoch and saves the trained state dict.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "USED", "TrainConfig", "train_config_of", 
 # `python train.py --epochs N`.
 TrainConfig = TrainSettings
 # the settings train.py uses, in the order of its DEFAULTS; the others (data location and splits, AMP,
-# channels-last, time limit, evaluation batch, batch-norm recalibration, checkpoints, latency) are accepted
-# and ignored: train.py reads --data, runs in float32 and trains every epoch
+# channels-last, time limit, checkpoints, latency) are accepted and ignored: train.py reads --data, runs in
+# float32 and trains every epoch
 USED = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "label_smoothing", "schedule",
-        "seed", "aux_weight", "val_fraction")
+        "seed", "aux_weight", "val_fraction", "bn_recalibration", "eval_batch_size")
 
 
 def train_config_of(config: TrainSettings | Mapping[str, Any] | Any | None) -> TrainSettings:
@@ -63,27 +69,40 @@ def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tu
     DEFAULTS are `config`'s settings that train.py uses (`USED`)."""
     defaults = {k: getattr(config, k) for k in USED}
     lines = [f"    {k!r}: {v!r}," for k, v in defaults.items()]
-    return _TEMPLATE.format(
-        class_name=class_name, arch_id=arch_id, model_file=model_file, input_shape=tuple(input_shape),
-        defaults="\n".join(lines),
-    )
+    fill = {"__CLASS_NAME__": class_name, "__ARCH_ID__": arch_id, "__MODEL_FILE__": repr(model_file),
+            "__CLASS_REPR__": repr(class_name), "__INPUT_SHAPE__": repr(tuple(input_shape)),
+            "__DEFAULTS__": "\n".join(lines)}
+    text = _TEMPLATE
+    for key, value in fill.items():
+        text = text.replace(key, value)
+    return text
 
 
-_TEMPLATE = '''"""Retrain {class_name} (graphnas architecture {arch_id}) from scratch. Needs only torch and numpy.
+_TEMPLATE = r'''"""Train __CLASS_NAME__ (graphnas architecture __ARCH_ID__). Needs only torch and numpy.
 
-    python train.py --data DIR [--epochs N] [--lr LR] [--optimizer sgd|adamw] ...
+    python train.py --data DIR [--epochs N] [--init-weights FILE] [--lr LR] [--optimizer sgd|adamw] ...
 
 DIR holds x_train.npy and y_train.npy (optionally x_val.npy/y_val.npy and x_test.npy/y_test.npy): inputs of
-shape (N, C, H, W) (or (N, D), (N, C, T, H, W)), labels integers 0..K-1. Inputs are prepared as graphnas
-does: uint8 scaled to [0, 1], then standardised per channel with the training split's mean and std.
-Without a validation split, --val-fraction of the training examples (seeded) are held out. The defaults
-below are the hyperparameters given at export. Prints loss and accuracy every epoch; saves the trained
-weights (a plain state dict: torch.load(path, weights_only=True)) to --out.
+shape (N, C, H, W) (or (N, D), (N, C, T, H, W)) as the data set gives them (e.g. uint8 pixels), labels
+integers 0..K-1. Without a validation split, --val-fraction of the training examples (seeded) are held out.
+
+Inputs: a network exported from a search normalises its inputs itself with the search's preprocessing
+(Net's input_scale, input_mean, input_std), so the arrays are fed to it as they are. Where their channels
+differ from the network's, or with --data-stats, Net gets in_channels= and the statistics of this data
+(uint8 scaled to [0, 1], the training split's per-channel mean and std, as graphnas' workers compute them).
+A network without that step gets the arrays standardised that way here.
+
+--init-weights FILE starts from a state dict (e.g. the search's net.weights.pt); --epochs 0 then only
+evaluates it. Training is the search worker's: per-step cosine (or constant) learning rate, auxiliary heads
+in the loss, batch-norm statistics re-estimated on --bn-recalibration training examples before every
+evaluation. The defaults below are the hyperparameters given at export. Prints loss and accuracy every
+epoch; saves the weights (a plain state dict: torch.load(path, weights_only=True)) to --out.
 """
 
 import argparse
 import importlib.util
 import inspect
+import json
 import math
 import sys
 import time
@@ -94,63 +113,115 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-MODEL_FILE = {model_file!r}
-CLASS_NAME = {class_name!r}
-INPUT_SHAPE = {input_shape!r}
-DEFAULTS = {{
-{defaults}
-}}
+MODEL_FILE = __MODEL_FILE__
+CLASS_NAME = __CLASS_REPR__
+INPUT_SHAPE = __INPUT_SHAPE__
+DEFAULTS = {
+__DEFAULTS__
+}
 
 
 def load_model_class(path):
     spec = importlib.util.spec_from_file_location("exported_model", path)
     if spec is None:
-        sys.exit(f"error: cannot import the model file {{path}}")
+        sys.exit(f"error: cannot import the model file {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, CLASS_NAME)
 
 
 def load_split(folder, split):
-    fx, fy = folder / f"x_{{split}}.npy", folder / f"y_{{split}}.npy"
+    fx, fy = folder / f"x_{split}.npy", folder / f"y_{split}.npy"
     if not fx.exists() and not fy.exists() and split != "train":
         return None
     for f in (fx, fy):
         if not f.is_file():
-            sys.exit(f"error: {{f}} is missing")
+            sys.exit(f"error: {f} is missing")
     x, y = np.load(fx, allow_pickle=False), np.load(fy, allow_pickle=False)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        sys.exit(f"error: {{fy}} must hold {{len(x)}} integer labels 0..K-1, got shape {{y.shape}} dtype {{y.dtype}}")
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.ascontiguousarray(x, dtype=np.float32)
+        sys.exit(f"error: {fy} must hold {len(x)} integer labels 0..K-1, got shape {y.shape} dtype {y.dtype}")
+    if x.ndim < 2 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        sys.exit(f"error: {fx} must hold numeric inputs of shape (N, C, ...) or (N, D), got {x.shape} {x.dtype}")
     return x, y.astype(np.int64)
 
 
-def standardise(x_train, *others):
-    axes = tuple(i for i in range(x_train.ndim) if i != 1)
-    mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)
-    std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)
+def as_float(x):
+    """The worker's conversion: uint8 scaled to [0, 1], anything else cast to float32."""
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.ascontiguousarray(x, dtype=np.float32)
+
+
+def data_stats(x_train):
+    """The preprocessing graphnas' workers apply to this data: scale, per-channel mean and std."""
+    scale = 1.0 / 255.0 if x_train.dtype == np.uint8 else 1.0
+    x = as_float(x_train)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    mean = x.mean(axis=axes, dtype=np.float64)
+    std = x.std(axis=axes, dtype=np.float64)
     std = np.where(std > 1e-8, std, 1.0)
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
-    return [None if a is None else ((a - mean) / std).astype(np.float32) for a in (x_train, *others)]
+    return {"scale": scale, "mean": [float(v) for v in mean.astype(np.float32)],
+            "std": [float(v) for v in std.astype(np.float32)]}
 
 
+def standardise(x, pre):
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    mean = np.asarray(pre["mean"], np.float32).reshape(view)
+    std = np.asarray(pre["std"], np.float32).reshape(view)
+    return ((as_float(x) - mean) / std).astype(np.float32)
+
+
+def model_preprocessing(cls):
+    """The preprocessing the network applies itself (its constructor's defaults), or None."""
+    params = inspect.signature(cls).parameters
+    if not all(k in params for k in ("input_scale", "input_mean", "input_std")):
+        return None
+    return {"scale": params["input_scale"].default, "mean": list(params["input_mean"].default),
+            "std": list(params["input_std"].default)}
+
+
+@torch.no_grad()
+def recalibrate_bn(model, x, batch_size):
+    """Re-estimate batch-norm running statistics on `x` with the current weights (an equal-weight average
+    over training-mode batches), as the search's worker does before every evaluation."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or len(x) < 2:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            if len(xb) < 2:
+                break
+            model(xb)
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        if hasattr(model, "aux_outputs"):
+            model.aux_outputs = []
+
+
+@torch.no_grad()
 def evaluate(model, x, y, batch_size):
     model.eval()
     correct, loss = 0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            out = model(x[i:i + batch_size])
-            loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
-            correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
-    return loss / len(y), correct / len(y)
+    for i in range(0, len(y), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += F.cross_entropy(out.float(), y[i:i + batch_size], reduction="sum").item()
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+    return loss / len(y), correct / len(y), correct
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder with x_train.npy, y_train.npy (and optional val/test)")
     p.add_argument("--model", default=str(HERE / MODEL_FILE), help="the exported model file")
+    p.add_argument("--init-weights", default=None, metavar="FILE",
+                   help="start from this state dict (e.g. the search's weights) instead of random weights")
     p.add_argument("--out", default=None, help="where to save the trained state dict (default: next to --model)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="0: only evaluate")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=DEFAULTS["optimizer"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
@@ -161,47 +232,108 @@ def main(argv=None):
                    help="per-step cosine from --lr to 0 over all epochs, or a constant rate")
     p.add_argument("--aux-weight", type=float, default=DEFAULTS["aux_weight"], help="weight of auxiliary heads' loss")
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"])
+    p.add_argument("--bn-recalibration", type=int, default=DEFAULTS["bn_recalibration"],
+                   help="training examples to re-estimate batch-norm statistics on before each evaluation; 0: off")
+    p.add_argument("--eval-batch-size", type=int, default=DEFAULTS["eval_batch_size"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--num-classes", type=int, default=None, help="resize the classifier (default: the found one)")
+    p.add_argument("--data-stats", action="store_true",
+                   help="normalise with this data's statistics instead of the ones the network was exported with")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        p.error("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if args.epochs < 0 or args.batch_size < 1 or args.lr <= 0 or args.eval_batch_size < 1 or args.bn_recalibration < 0:
+        p.error("--epochs must be >= 0, --batch-size and --eval-batch-size >= 1, --bn-recalibration >= 0, --lr > 0")
 
     folder = Path(args.data)
     if not folder.is_dir():
-        sys.exit(f"error: data folder {{folder}} does not exist")
+        sys.exit(f"error: data folder {folder} does not exist")
     train, val, test = (load_split(folder, s) for s in ("train", "val", "test"))
     x_train, y_train = train
+    for name, split in (("val", val), ("test", test)):
+        if split is not None and split[0].shape[1:] != x_train.shape[1:]:
+            sys.exit(f"error: x_{name}.npy has per-example shape {split[0].shape[1:]}, x_train.npy {x_train.shape[1:]}")
     rng = np.random.default_rng(args.seed)
     if val is None and args.val_fraction > 0:
         n_val = max(1, int(round(args.val_fraction * len(y_train))))
         if n_val >= len(y_train):
-            sys.exit(f"error: cannot hold out {{n_val}} validation examples from {{len(y_train)}}")
+            sys.exit(f"error: cannot hold out {n_val} validation examples from {len(y_train)}")
         perm = rng.permutation(len(y_train))
         val = (x_train[perm[:n_val]], y_train[perm[:n_val]])
         x_train, y_train = x_train[perm[n_val:]], y_train[perm[n_val:]]
-    x_train, x_val, x_test = standardise(x_train, val[0] if val else None, test[0] if test else None)
-    if tuple(x_train.shape[1:]) != INPUT_SHAPE:
-        print(f"note: inputs have shape {{tuple(x_train.shape[1:])}}; the architecture was found for {{INPUT_SHAPE}}")
 
-    torch.manual_seed(args.seed)
+    # -- the network for this data: input channels and input normalisation -----------------------------
     cls = load_model_class(args.model)
-    kwargs = {{}}
+    arguments = inspect.signature(cls).parameters
+    kwargs = {}
+    shape = tuple(int(v) for v in x_train.shape[1:])
+    channels = shape[0]
+    if channels != INPUT_SHAPE[0]:
+        if "in_channels" not in arguments:
+            sys.exit(f"error: the data have {channels} input channel(s) (examples of shape {shape}) but this network "
+                     f"takes {INPUT_SHAPE[0]} ({INPUT_SHAPE}), and {CLASS_NAME} has no in_channels argument: the "
+                     "exporter offers one only where every layer reading the input can be resized by its input "
+                     "width alone, which is not so here (e.g. the input feeds a merge); export a network found "
+                     "for inputs of this shape")
+        kwargs["in_channels"] = channels
+    notes = []  # printed after the first line
+    if shape[1:] != tuple(INPUT_SHAPE[1:]):
+        notes.append(f"note: inputs have shape {shape}; the architecture was found for {INPUT_SHAPE}")
     if args.num_classes is not None:
-        if "num_classes" not in inspect.signature(cls).parameters:
+        if "num_classes" not in arguments:
             sys.exit("error: this model has no num_classes argument; its classifier cannot be resized")
         kwargs["num_classes"] = args.num_classes
+    embedded = model_preprocessing(cls)
+    transform = None  # numpy preprocessing done here, for a network that does not normalise its inputs
+    if embedded is not None and (args.data_stats or channels != INPUT_SHAPE[0]):
+        pre = data_stats(x_train)
+        kwargs.update(input_scale=pre["scale"], input_mean=tuple(pre["mean"]), input_std=tuple(pre["std"]))
+        why = "--data-stats" if args.data_stats else f"the network's preprocessing is for {INPUT_SHAPE[0]} channel(s)"
+        notes.append(f"inputs: raw; the network normalises them with this data's statistics ({why}): scale "
+                     f"{pre['scale']:.6g}, mean {[round(v, 4) for v in pre['mean']]}, "
+                     f"std {[round(v, 4) for v in pre['std']]}")
+    elif embedded is not None:
+        notes.append(f"inputs: raw; the network normalises them as the search did: scale {embedded['scale']:.6g}, "
+                     f"mean {[round(v, 4) for v in embedded['mean']]}, std {[round(v, 4) for v in embedded['std']]}")
+    else:
+        transform = data_stats(x_train)
+        notes.append("note: this network does not normalise its inputs; train.py standardises them with the "
+                     f"training split's statistics (scale {transform['scale']:.6g}, mean "
+                     f"{[round(v, 4) for v in transform['mean']]}, std {[round(v, 4) for v in transform['std']]}); "
+                     "do the same before using the trained network")
+
+    torch.manual_seed(args.seed)
+    try:
+        model = cls(**kwargs)
+    except (ValueError, TypeError, RuntimeError) as e:
+        sys.exit(f"error: {CLASS_NAME}(**{kwargs}) failed: {e}")
+    if args.init_weights:
+        try:
+            state = torch.load(args.init_weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as e:  # a missing file, a pickle of other objects, other keys or shapes
+            sys.exit(f"error: --init-weights {args.init_weights} does not load into {CLASS_NAME}(**{kwargs}): "
+                     f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        notes.append(f"starting from the weights in {args.init_weights}")
     device = torch.device(args.device)
-    model = cls(**kwargs).to(device)
-    dev = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    xt, yt = dev(x_train), dev(y_train)
-    with torch.no_grad():
-        n_out = model.eval()(xt[:2]).shape[1]
+    model = model.to(device)
+    torch.manual_seed(args.seed)  # dropout and other in-graph randomness, as the worker seeds it
+
+    def dev(a, labels=False):
+        if not labels and transform is not None:
+            a = standardise(a, transform)
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    xt, yt = dev(x_train), dev(y_train, True)
+    try:
+        with torch.no_grad():
+            n_out = model.eval()(xt[:2]).shape[1]
+    except RuntimeError as e:
+        sys.exit(f"error: the network cannot take inputs of shape {shape}: {str(e).splitlines()[0]}")
     labels = [y_train] + [s[1] for s in (val, test) if s is not None]
     if max(int(y.max()) for y in labels) >= n_out:
-        sys.exit(f"error: labels go up to {{max(int(y.max()) for y in labels)}} but the model has {{n_out}} outputs; "
+        sys.exit(f"error: labels go up to {max(int(y.max()) for y in labels)} but the model has {n_out} outputs; "
                  "pass --num-classes")
+    xv = (dev(val[0]), dev(val[1], True)) if val is not None else None
 
     params = [q for q in model.parameters() if q.requires_grad]
     if args.optimizer == "sgd":
@@ -210,11 +342,16 @@ def main(argv=None):
         opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     batch = min(args.batch_size, len(yt))
     steps_per_epoch = len(yt) // batch + (len(yt) % batch > 1)  # a last batch of one is dropped (batch norm)
-    total = steps_per_epoch * args.epochs
+    total = max(1, steps_per_epoch * args.epochs)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
-    print(f"training {{CLASS_NAME}}: {{sum(q.numel() for q in params):,}} parameters, {{len(yt)}} training examples, "
-          f"{{args.epochs}} epochs of {{steps_per_epoch}} steps, {{args.optimizer}} lr {{args.lr}}", flush=True)
+    print(f"training {CLASS_NAME}: {sum(q.numel() for q in params):,} parameters, {len(yt)} training examples, "
+          f"{args.epochs} epochs of {steps_per_epoch} steps, {args.optimizer} lr {args.lr}", flush=True)
+    for line in notes:
+        print(line, flush=True)
+    if args.epochs == 0 and xv is not None:
+        vl, va, _ = evaluate(model, *xv, args.eval_batch_size)
+        print(f"epoch 0/0  val_loss {vl:.4f}  val_accuracy {va:.4f}", flush=True)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -232,8 +369,8 @@ def main(argv=None):
             for j, a in enumerate(getattr(model, "aux_outputs", None) or []):
                 if a.dim() != 2 or a.shape[1] != out.shape[1]:  # not a classifier of these labels
                     if step == 0:
-                        print(f"note: auxiliary output {{j}} has shape {{tuple(a.shape[1:])}}, not "
-                              f"({{out.shape[1]}},): left out of the loss", flush=True)
+                        print(f"note: auxiliary output {j} has shape {tuple(a.shape[1:])}, not "
+                              f"({out.shape[1]},): left out of the loss", flush=True)
                     continue
                 loss = loss + args.aux_weight * F.cross_entropy(a, y, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -241,22 +378,32 @@ def main(argv=None):
             opt.step()
             step += 1
             if not math.isfinite(loss.item()):
-                sys.exit(f"error: the loss is not finite at epoch {{epoch}} step {{i + 1}}; try a smaller --lr")
+                sys.exit(f"error: the loss is not finite at epoch {epoch} step {i + 1}; try a smaller --lr")
             loss_sum += loss.item() * len(y)
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
-        line = (f"epoch {{epoch}}/{{args.epochs}}  train_loss {{loss_sum / seen:.4f}}  "
-                f"train_accuracy {{correct / seen:.4f}}")
-        if val is not None:
-            vl, va = evaluate(model, dev(x_val), dev(val[1]), 512)
-            line += f"  val_loss {{vl:.4f}}  val_accuracy {{va:.4f}}"
-        print(f"{{line}}  ({{time.perf_counter() - start:.1f}} s)", flush=True)
+        if args.bn_recalibration > 0:
+            recalibrate_bn(model, xt[perm[:args.bn_recalibration]], batch)
+        line = (f"epoch {epoch}/{args.epochs}  train_loss {loss_sum / seen:.4f}  "
+                f"train_accuracy {correct / seen:.4f}")
+        if xv is not None:
+            vl, va, _ = evaluate(model, *xv, args.eval_batch_size)
+            line += f"  val_loss {vl:.4f}  val_accuracy {va:.4f}"
+        print(f"{line}  ({time.perf_counter() - start:.1f} s)", flush=True)
     if test is not None:
-        tl, ta = evaluate(model, dev(x_test), dev(test[1]), 512)
-        print(f"test_loss {{tl:.4f}}  test_accuracy {{ta:.4f}}", flush=True)
+        tl, ta, tc = evaluate(model, dev(test[0]), dev(test[1], True), args.eval_batch_size)
+        print(f"test_loss {tl:.4f}  test_accuracy {ta:.4f}  ({tc} of {len(test[1])} correct)", flush=True)
     out_path = Path(args.out) if args.out else Path(args.model).with_suffix(".trained.pt")
-    torch.save({{k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}, out_path)
-    print(f"saved trained weights to {{out_path}}", flush=True)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out_path)
+    print(f"saved trained weights to {out_path}", flush=True)
+    if kwargs:  # the network was built with other arguments than its defaults
+        side = out_path.with_suffix(".kwargs.json")
+        side.write_text(json.dumps(kwargs, indent=1) + "\n")
+        print(f"load them into {CLASS_NAME}(**{json.dumps(kwargs)}) (saved to {side})", flush=True)
+    if transform is not None:
+        side = out_path.with_suffix(".preprocessing.json")
+        side.write_text(json.dumps(transform, indent=1) + "\n")
+        print(f"the inputs' standardisation is saved to {side}", flush=True)
 
 
 if __name__ == "__main__":

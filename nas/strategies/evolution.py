@@ -67,6 +67,15 @@ class RegularizedEvolution(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, mode: str = "max", population_size: int = 100,
                  sample_size: int = 25, removal: str = "oldest", mutation_d: int = 1, mutation_r: float = 100,
                  ordinal_mutation: str = "neighbour", duplicate_retries: int = 20):
+        """Options (each checked here; a bad one raises `ValueError` naming it):
+            population_size: P, the evaluated individuals kept (an int >= 1)
+            sample_size: S, the individuals drawn for each tournament (an int, 1 <= S <= P)
+            removal: who leaves a full population: "oldest" (regularized, the paper's) or "worst"
+            mutation_d: mutations of the first child, annealed to one (an int >= 1; 1: one throughout)
+            mutation_r: children per step of that annealing (a number > 0)
+            ordinal_mutation: an ordinal variable moves to an adjacent value ("neighbour") or any other ("any")
+            duplicate_retries: fresh mutations of a child that repeats an evaluated or pending one (an int >= 0)
+        """
         super().__init__(space, seed=seed, mode=mode)
         self.population_size = _check_int("population_size", population_size, 1)
         self.sample_size = _check_int("sample_size", sample_size, 1)

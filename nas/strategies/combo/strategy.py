@@ -108,6 +108,18 @@ class Combo(Strategy):
                  fit: str = "mcmc", n_samples: int = 10, n_burn: int = 99, n_spray: int = 5000,
                  n_starts: int = 20, n_exhaustive: int = 0, incumbent: str = "observed", warp: str = "none",
                  num_threads: int | None = 1):
+        """Options (each checked here; a bad one raises `ValueError` naming it):
+            n_initial: uniform random asks before the first GP suggestion (an int >= 1)
+            fit: GP hyperparameters by slice sampling ("mcmc", the paper's) or one posterior maximum ("map")
+            n_samples: hyperparameter samples per suggestion with MCMC (an int >= 1)
+            n_burn: MCMC burn-in sweeps before the first suggestion (an int >= 0)
+            n_spray: random points scored to pick the local searches' starts (an int >= 0)
+            n_starts: local-search starting points (an int >= 1)
+            n_exhaustive: spaces of at most this many assignments maximise EI over all of them (0: off)
+            incumbent: EI's reference, the best observed value ("observed") or best posterior mean ("mean")
+            warp: scores standardised ("none", the paper's) or Yeo-Johnson power-transformed ("yeo-johnson")
+            num_threads: torch / BLAS threads while asking (an int >= 1; null: the process's setting)
+        """
         super().__init__(space, seed=seed, mode=mode)
         self.n_initial = _check_int("n_initial", n_initial, 1)
         if fit not in FITS:
