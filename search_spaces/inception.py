@@ -294,10 +294,12 @@ def _v4_a(net: _Net, name: str, x: str, b5: str) -> str:
     return net.concat(name, [b0, b1, b2, _pool_branch(net, name, x, 96)])
 
 
-def _v4_reduction_a(net: _Net, name: str, x: str) -> str:
-    b0 = net.conv(f"{name}_branch0", x, 384, 3, stride=2, unpadded=True)
-    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 192, 1), 224, 3)
-    b1 = net.conv(f"{name}_branch1_2", b1, 256, 3, stride=2, unpadded=True)
+def _reduction_a(net: _Net, name: str, x: str, k: int, l: int, m: int, n: int) -> str:  # noqa: E741
+    """Szegedy et al. 2016's Reduction-A with its filter counts (k, l, m, n): (192, 224, 256, 384) in
+    Inception-v4, (256, 256, 384, 384) in Inception-ResNet-v2 (timm's mixed_6a)."""
+    b0 = net.conv(f"{name}_branch0", x, n, 3, stride=2, unpadded=True)
+    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, k, 1), l, 3)
+    b1 = net.conv(f"{name}_branch1_2", b1, m, 3, stride=2, unpadded=True)
     return net.concat(name, [b0, b1, _reduce_pool(net, f"{name}_branch2", x)])
 
 
@@ -350,13 +352,6 @@ def _block35(net: _Net, name: str, x: str, b5: str) -> str:
     b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 32, 1), 32, 3)
     b2 = _branch_5x5(net, f"{name}_branch2_", x, 32, 64, b5, first=0, mid=48)
     return _residual(net, name, x, [b0, b1, b2], 0.17)
-
-
-def _mixed_6a(net: _Net, name: str, x: str) -> str:
-    b0 = net.conv(f"{name}_branch0", x, 384, 3, stride=2, unpadded=True)
-    b1 = net.conv(f"{name}_branch1_1", net.conv(f"{name}_branch1_0", x, 256, 1), 256, 3)
-    b1 = net.conv(f"{name}_branch1_2", b1, 384, 3, stride=2, unpadded=True)
-    return net.concat(name, [b0, b1, _reduce_pool(net, f"{name}_branch2", x)])
 
 
 def _block17(net: _Net, name: str, x: str, n: int, factor: str) -> str:
@@ -476,7 +471,7 @@ def _inception4(net: _Net, a: dict[str, Any], x: str, num_classes: int, aux_logi
     i = 6  # timm's features.<i>: 0-5 are the stem
     for j in range(a["depth1"]):
         x, i = _v4_a(net, f"features_{i}", x, _choice(a, 1, j, "5x5")), i + 1
-    x, i = _v4_reduction_a(net, f"features_{i}", x), i + 1
+    x, i = _reduction_a(net, f"features_{i}", x, 192, 224, 256, 384), i + 1
     for j in range(a["depth2"]):
         x, i = _v4_b(net, f"features_{i}", x, a["stage2_n"], _choice(a, 2, j, "nxn")), i + 1
     x, i = _v4_reduction_b(net, f"features_{i}", x), i + 1
@@ -489,7 +484,7 @@ def _inception_resnet2(net: _Net, a: dict[str, Any], x: str, num_classes: int, a
     x = _mixed_5b(net, "mixed_5b", x)
     for j in range(a["depth1"]):
         x = _block35(net, f"repeat_{j}", x, _choice(a, 1, j, "5x5"))
-    x = _mixed_6a(net, "mixed_6a", x)
+    x = _reduction_a(net, "mixed_6a", x, 256, 256, 384, 384)
     for j in range(a["depth2"]):
         x = _block17(net, f"repeat_1_{j}", x, a["stage2_n"], _choice(a, 2, j, "nxn"))
     x = _mixed_7a(net, "mixed_7a", x)
