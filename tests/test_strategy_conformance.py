@@ -1,7 +1,8 @@
 """The ask/tell contract (`nas.strategies.base`) that every registered strategy keeps, checked for each name
 in `nas.strategies.STRATEGIES` (a strategy registered later is covered without editing this file; give it
 small options in `OPTIONS` if its defaults are slow): seeded repeatability, save/restore mid-run, tells in
-any order, failures, constraint rejections and an exhausted space."""
+any order, failures, constraint rejections and an exhausted space; each with one objective and with two
+(a multi-objective strategy, told a vector of values: ``<name>-2obj``)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,14 @@ OPTIONS: dict[str, dict] = {
 }
 
 NAMES = sorted(STRATEGIES)
+# (name, number of objectives): every strategy with one objective and with two
+CASES = [pytest.param((n, 1), id=n) for n in NAMES] + [pytest.param((n, 2), id=f"{n}-2obj") for n in NAMES]
 
 
-def make(name: str, space: nas.SearchSpace, seed: int = 0, mode: str = "max") -> Strategy:
-    return make_strategy(name, space, seed=seed, mode=mode, **OPTIONS.get(name, {}))
+def make(case: tuple[str, int], space: nas.SearchSpace, seed: int = 0, mode: str = "max") -> Strategy:
+    name, m = case
+    modes = mode if m == 1 else [mode, "min"]
+    return make_strategy(name, space, seed=seed, mode=modes, **OPTIONS.get(name, {}))
 
 
 def mixed_space() -> nas.SearchSpace:
@@ -42,14 +47,18 @@ def cat_space(n: int = 6, k: int = 4) -> nas.SearchSpace:
     return as_space([nas.Categorical(f"x{i}", tuple("abcdefgh"[:k])) for i in range(n)])
 
 
-def objective(space: nas.SearchSpace, a: dict) -> float:
-    """Deterministic, not constant, no ties to speak of."""
-    return float(sum(math.sin(1.3 * j + 0.7 * var.index(a[var.name])) for j, var in enumerate(space.variables)))
+def objective(space: nas.SearchSpace, a: dict, m: int = 1) -> float | list[float]:
+    """Deterministic, not constant, no ties to speak of; with m=2 a second, conflicting objective too."""
+    first = float(sum(math.sin(1.3 * j + 0.7 * var.index(a[var.name])) for j, var in enumerate(space.variables)))
+    if m == 1:
+        return first
+    return [first, float(sum(math.cos(0.9 * j + 0.5 * var.index(a[var.name]))
+                             for j, var in enumerate(space.variables)))]
 
 
-def objective_with_failures(space: nas.SearchSpace, a: dict) -> float | None:
+def objective_with_failures(space: nas.SearchSpace, a: dict, m: int = 1) -> float | list[float] | None:
     """As `objective`, but about one assignment in five fails (None)."""
-    return None if sum(assignment_key(space, a)) % 5 == 0 else objective(space, a)
+    return None if sum(assignment_key(space, a)) % 5 == 0 else objective(space, a, m)
 
 
 def key(space: nas.SearchSpace, a: dict) -> tuple[int, ...]:
@@ -65,7 +74,7 @@ def drive(s, n: int, outstanding: list[dict], value=objective_with_failures) -> 
         outstanding.append(a)
         if len(outstanding) > 2:
             b = outstanding.pop(0)
-            s.tell(b, value(s.space, b))
+            s.tell(b, value(s.space, b, s.n_objectives))
     return asks
 
 
@@ -80,18 +89,18 @@ def test_the_registry_is_not_empty():
 # -- seeds -----------------------------------------------------------------------------------------------
 
 
-def sequence(name: str, seed: int, n: int = 15) -> list[dict]:
+def sequence(case: tuple[str, int], seed: int, n: int = 15) -> list[dict]:
     space = mixed_space()
-    s = make(name, space, seed=seed)
+    s = make(case, space, seed=seed)
     out = []
     for _ in range(n):
         a = s.ask()
         out.append(a)
-        s.tell(a, objective(space, a))
+        s.tell(a, objective(space, a, s.n_objectives))
     return out
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_same_seed_same_proposals_other_seed_other_proposals(name):
     first = sequence(name, seed=1)
     assert sequence(name, seed=1) == first
@@ -102,7 +111,7 @@ def test_same_seed_same_proposals_other_seed_other_proposals(name):
 
 
 @pytest.mark.filterwarnings("ignore")  # combo warns about the failed evaluations; allowed
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("k", [2, 8])  # early (combo: still random) and later (combo: fitting the GP)
 def test_a_restored_state_continues_with_the_same_proposals(name, k):
     space = mixed_space()
@@ -125,7 +134,7 @@ def test_a_restored_state_continues_with_the_same_proposals(name, k):
 # -- asynchronous use --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_tells_in_any_order(name):
     space = mixed_space()
     s = make(name, space, seed=3)
@@ -142,13 +151,13 @@ def test_tells_in_any_order(name):
         else:
             rng.shuffle(batch)
         for a in batch:
-            s.tell(a, objective(space, a))
+            s.tell(a, objective(space, a, s.n_objectives))
         told += batch
         assert s.n_told == len(told) and s.pending == []
         assert s.seen == {key(space, a) for a in told}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_clear_pending_forgets_outstanding_asks_and_the_search_goes_on(name):
     space = mixed_space()
     s = make(name, space, seed=0)
@@ -158,14 +167,14 @@ def test_clear_pending_forgets_outstanding_asks_and_the_search_goes_on(name):
     for _ in range(4):
         a = s.ask()
         assert space.validate(a) == a
-        s.tell(a, objective(space, a))
+        s.tell(a, objective(space, a, s.n_objectives))
 
 
 # -- failures -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.filterwarnings("ignore")  # combo warns about failed evaluations; that is allowed
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_failures_count_and_are_not_proposed_again(name):
     space = cat_space(n=6, k=4)  # 4,096 assignments; every one has 18 neighbours
     s = make(name, space, seed=0)
@@ -175,7 +184,7 @@ def test_failures_count_and_are_not_proposed_again(name):
         asked.append(a)
         if v is None or math.isnan(v):
             failed.append(a)
-        s.tell(a, v)
+        s.tell(a, v if s.n_objectives == 1 or v is None else [v, 1.0 - v])  # a NaN in either fails it
         assert s.n_told == i + 1 and s.n_rejected == 0
     assert {key(space, a) for a in failed} <= s.seen
     failed_keys = {key(space, a) for a in failed}
@@ -184,11 +193,11 @@ def test_failures_count_and_are_not_proposed_again(name):
         assert space.validate(a) == a
         assert key(space, a) not in failed_keys, f"failed assignment {a} proposed again"
         asked.append(a)
-        s.tell(a, objective(space, a))
+        s.tell(a, objective(space, a, s.n_objectives))
     assert len({key(space, a) for a in asked}) == len(asked)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("bad", [
     "not a number", [1.0], {"value": 1.0}, "1.5",
 ])
@@ -201,14 +210,14 @@ def test_a_value_that_is_not_a_number_raises(name, bad):
     with pytest.raises((TypeError, ValueError)):
         s.tell(a, bad)
     assert (s.n_told, list(s.pending), set(s.seen)) == before  # nothing recorded
-    s.tell(a, objective(space, a))  # the real result can still be told
+    s.tell(a, objective(space, a, s.n_objectives))  # the real result can still be told
     assert s.n_told == before[0] + 1
 
 
 # -- constraint rejections -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_a_rejection_is_neither_a_result_nor_a_failure_and_is_not_proposed_again(name):
     space = mixed_space()
     s = make(name, space, seed=0)
@@ -232,7 +241,7 @@ def test_a_rejection_is_neither_a_result_nor_a_failure_and_is_not_proposed_again
         for _ in range(15):
             a = strategy.ask()
             assert key(space, a) not in rejected, f"rejected assignment {a} proposed again"
-            strategy.tell(a, objective(space, a))
+            strategy.tell(a, objective(space, a, strategy.n_objectives))
 
 
 # Documented exceptions to "nothing taken is proposed again while unseen assignments remain", as xfail(strict):
@@ -245,8 +254,10 @@ REPEATS_WHEN_STUCK = {
 
 
 @pytest.mark.filterwarnings("ignore")  # combo warns about failures, equal values or repeats; allowed
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=REPEATS_WHEN_STUCK[n]))
-                                  if n in REPEATS_WHEN_STUCK else n for n in NAMES])
+@pytest.mark.parametrize("name", [pytest.param((n, m), id=n if m == 1 else f"{n}-2obj",
+                                               marks=pytest.mark.xfail(strict=True, reason=REPEATS_WHEN_STUCK[n]))
+                                  if n in REPEATS_WHEN_STUCK else pytest.param((n, m), id=n if m == 1 else f"{n}-2obj")
+                                  for m in (1, 2) for n in NAMES])
 def test_nothing_is_proposed_twice_on_a_small_space_until_it_is_exhausted(name):
     """Nine assignments, nine asks: the first is rejected, the second fails, the rest succeed. While unseen
     assignments remain, no evaluated, failed, rejected or pending one may come back (several seeds, so
@@ -270,7 +281,7 @@ def test_nothing_is_proposed_twice_on_a_small_space_until_it_is_exhausted(name):
                 s.tell(b, None)
                 kinds[k] = "failed"
             else:
-                s.tell(b, objective(space, b))
+                s.tell(b, objective(space, b, s.n_objectives))
                 kinds[k] = "evaluated"
     assert not problems, f"{name}:\n" + "\n".join(problems)
 
@@ -279,7 +290,7 @@ def test_nothing_is_proposed_twice_on_a_small_space_until_it_is_exhausted(name):
 
 
 @pytest.mark.filterwarnings("ignore")  # repeats on an exhausted space may warn
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_an_exhausted_space_still_gives_valid_assignments(name):
     space = as_space([nas.Categorical("a", ("x", "y")), nas.Ordinal("b", (1, 2))])  # four assignments
     s = make(name, space, seed=0)
@@ -288,6 +299,6 @@ def test_an_exhausted_space_still_gives_valid_assignments(name):
         a = s.ask()
         assert space.validate(a) == a
         asked.append(key(space, a))
-        s.tell(a, objective(space, a))
+        s.tell(a, objective(space, a, s.n_objectives))
     assert len(set(asked[:4])) == 4
     assert s.n_told == 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nas.space import SearchSpace
@@ -52,8 +52,10 @@ def strategy_plan(name: str) -> Callable[..., Any] | None:
     return _load(PLANS[name]) if name in PLANS else None
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int = 0, mode: str = "max", **options: Any) -> Strategy:
-    """Instantiate strategy `name`; an option it does not take raises naming the option."""
+def make_strategy(name: str, space: SearchSpace, seed: int = 0, mode: str | Sequence[str] = "max",
+                  **options: Any) -> Strategy:
+    """Instantiate strategy `name`; an option it does not take raises naming the option. `mode`: the
+    direction of the objective, or a list of directions (one per objective) for a multi-objective search."""
     cls = strategy_class(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "space", "seed", "mode"}
     unknown = set(options) - accepted

@@ -9,6 +9,12 @@ appended to the population, and when that makes it larger than P one individual 
 (``removal="oldest"``, the paper's regularized variant, the default) or the least fit (``"worst"``, the
 non-regularized tournament selection the paper compares against; ties: the oldest of them).
 
+Several objectives (``mode`` a list of directions): the fittest of a tournament is chosen as NSGA-II
+chooses (Deb et al. 2002): the lowest non-dominated rank within the population, then the largest crowding
+distance within that rank (ties: the first drawn); ``removal="worst"`` removes the individual of the last
+rank with the smallest crowding distance (ties: the oldest). Aging (``removal="oldest"``) is unchanged:
+the oldest leaves, whatever its rank. Non-dominated sorting is botorch's (`nas.pareto`).
+
 Nothing waits for a generation: any number of asks may be outstanding and tells arrive in any order. A
 tell for an assignment that was never asked (a journal replayed after a restore) is handled the same way.
 
@@ -33,6 +39,7 @@ a repeat costs a budget slot but no training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from nas.space import Assignment, Ordinal, SearchSpace
@@ -64,7 +71,7 @@ class RegularizedEvolution(Strategy):
 
     name = "evolution"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, mode: str = "max", population_size: int = 100,
+    def __init__(self, space: SearchSpace, seed: int = 0, mode: str | Sequence[str] = "max", population_size: int = 100,
                  sample_size: int = 25, removal: str = "oldest", mutation_d: int = 1, mutation_r: float = 100,
                  ordinal_mutation: str = "neighbour", duplicate_retries: int = 20):
         """Options (each checked here; a bad one raises `ValueError` naming it):
@@ -123,8 +130,20 @@ class RegularizedEvolution(Strategy):
     def tournament(self) -> tuple[list[int], int]:
         """Draw `sample_size` distinct population indices uniformly; return them and the fittest's index."""
         sample = self.rng.sample(range(len(self.population)), min(self.sample_size, len(self.population)))
+        if self.multi_objective:
+            unfit = self._unfitness()
+            return sample, min(sample, key=lambda j: unfit[j])
         best = max(sample, key=lambda j: self.score(self.population[j]["value"]))
         return sample, best
+
+    def _unfitness(self) -> list[tuple[int, float]]:
+        """NSGA-II's order of the population, as (non-dominated rank, -crowding distance): smaller is fitter."""
+        from nas.pareto import crowding_distances, pareto_ranks
+
+        points = [self.score(p["value"]) for p in self.population]
+        ranks = pareto_ranks(points)
+        crowding = crowding_distances(points, ranks)
+        return [(r, -c) for r, c in zip(ranks, crowding, strict=True)]
 
     def mutate(self, parent: Assignment, k: int) -> Assignment:
         """A copy of `parent` with k distinct variables (as many as are mutable) changed."""
@@ -142,10 +161,13 @@ class RegularizedEvolution(Strategy):
     def observe(self, assignment: Assignment, value: float | None, score: float | None) -> None:
         if score is None:
             return
-        self.population.append({"assignment": assignment, "value": float(value)})
+        self.population.append({"assignment": assignment, "value": value})
         if len(self.population) > self.population_size:
             if self.removal == "oldest":
                 del self.population[0]
+            elif self.multi_objective:  # max() returns the first (oldest) of equally unfit individuals
+                unfit = self._unfitness()
+                del self.population[max(range(len(self.population)), key=lambda j: unfit[j])]
             else:  # min() returns the first (oldest) of equally unfit individuals
                 worst = min(range(len(self.population)), key=lambda j: self.score(self.population[j]["value"]))
                 del self.population[worst]
@@ -165,6 +187,6 @@ class RegularizedEvolution(Strategy):
         super().load_state_dict(state)
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.population = [{"assignment": self.space.validate(p["assignment"]), "value": float(p["value"])}
+        self.population = [{"assignment": self.space.validate(p["assignment"]), "value": self.told_value(p["value"])}
                            for p in state["population"]]
         self.n_children = state["n_children"]

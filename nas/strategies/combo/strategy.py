@@ -13,6 +13,11 @@ Graph Cartesian Product") as an asynchronous ask/tell strategy.
 - Asks while earlier asks are pending: Kriging believer, each pending point is fantasised at the
   posterior mean (per hyperparameter sample) before the acquisition is maximised, so the batch spreads
   out. Hyperparameters are refitted only when a new result arrived; further asks reuse the samples.
+- Several objectives (``mode`` a list of directions): ParEGO (Knowles 2006). Each suggestion draws a
+  weight vector uniformly from the simplex and models the augmented Chebyshev scalarisation of the
+  objectives (each normalised to [0, 1] over the observations; botorch's `get_chebyshev_scalarization`)
+  with the GP, so successive suggestions aim at different parts of the front. The hyperparameters are
+  refitted (the MCMC chain continued) at every suggestion, since each has its own scalarised objective.
 - Failed evaluations (None or NaN) are left out of the GP, with a warning, and never proposed again.
   A constant objective (zero variance) gives a warning and a flat GP (suggestions then follow its
   uncertainty). An ask never proposes an evaluated or pending assignment while an unseen one exists;
@@ -27,8 +32,8 @@ current samples) round-trips through JSON, so a restored search proposes what th
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -104,7 +109,7 @@ class Combo(Strategy):
 
     name = "combo"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, mode: str = "max", n_initial: int = 20,
+    def __init__(self, space: SearchSpace, seed: int = 0, mode: str | Sequence[str] = "max", n_initial: int = 20,
                  fit: str = "mcmc", n_samples: int = 10, n_burn: int = 99, n_spray: int = 5000,
                  n_starts: int = 20, n_exhaustive: int = 0, incumbent: str = "observed", warp: str = "none",
                  num_threads: int | None = 1):
@@ -184,9 +189,11 @@ class Combo(Strategy):
             warnings.warn(f"combo: {why}; proposing a repeat", ComboWarning, stacklevel=3)
         return a
 
-    def _suggest(self, ok: list[tuple[Key, float]], taken: set[Key]) -> Assignment:
+    def _suggest(self, ok: list[tuple[Key, Any]], taken: set[Key]) -> Assignment:
         x = torch.tensor([k for k, _ in ok], dtype=torch.float64)
         scores = torch.tensor([s for _, s in ok], dtype=torch.float64)
+        if self.multi_objective:
+            scores = self._parego(scores)
         spread = float(scores.std())
         if not spread > 1e-12 * max(1.0, float(scores.abs().max())):
             warnings.warn(f"combo: all {len(ok)} successful values are equal (zero variance); the GP sees a flat "
@@ -224,6 +231,16 @@ class Combo(Strategy):
                       "random unseen assignment", ComboWarning, stacklevel=3)
         return self._random(taken)
 
+    def _parego(self, scores: torch.Tensor) -> torch.Tensor:
+        """ParEGO: the augmented Chebyshev scalarisation of the (n, m) scores, with weights drawn uniformly
+        from the simplex (normalised exponential draws of ``self.rng``)."""
+        from botorch.utils.multi_objective.scalarization import get_chebyshev_scalarization
+
+        draws = [self.rng.expovariate(1.0) for _ in range(scores.shape[1])]
+        weights = torch.tensor(draws, dtype=torch.float64) / sum(draws)
+        self.samples_for = None  # a new scalarised objective: refit (continue the chain)
+        return get_chebyshev_scalarization(weights, scores)(scores)
+
     def _hyper_samples(self, data: GPData) -> list[list[float]]:
         if self.samples and self.samples_for == self.n_told:
             return self.samples  # no new result since the last fit (a batch of asks)
@@ -247,7 +264,7 @@ class Combo(Strategy):
         if score is None:
             warnings.warn(f"combo: evaluation of {assignment} failed (value {value!r}); it is left out of the GP "
                           "and not proposed again", ComboWarning, stacklevel=3)
-        self.observations.append((assignment_key(self.space, assignment), None if score is None else float(value)))
+        self.observations.append((assignment_key(self.space, assignment), None if score is None else value))
 
     # -- persistence --------------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
@@ -265,8 +282,7 @@ class Combo(Strategy):
         super().load_state_dict(state)
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.observations = [(tuple(k), None if v is None or math.isnan(v) else float(v))
-                             for k, v in state["observations"]]
+        self.observations = [(tuple(k), self.told_value(v)) for k, v in state["observations"]]
         if "seen" not in state:  # saved before the ledger: the told keys are the observations'
             self.ledger.seen = {k for k, _ in self.observations}
         self.chain = None if state["chain"] is None else [float(v) for v in state["chain"]]
