@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.bench_optuna import PEERS
 from nas.loop import AskTellLoop, Outcome, Proposal, run_in_process
+from nas.objectives import Objective
 from nas.registry import get_space
 from nas.space import SearchSpace
 from nas.strategies import make_strategy, strategy_class
@@ -70,6 +72,10 @@ class Run:
     test: list[float] = field(default_factory=list)
     index: list[int] = field(default_factory=list)  # the table's architecture index
     wall_seconds: float = 0.0
+    # several objectives: each evaluation's objective vector as the strategy was told it (the search signal)
+    # and the same vector with the test accuracy in place of the validation accuracy (reported only)
+    signal: list[list[float]] = field(default_factory=list)
+    on_test: list[list[float]] = field(default_factory=list)
 
     @property
     def n_evaluations(self) -> int:
@@ -100,18 +106,27 @@ class Run:
 
 
 def run_one(space: SearchSpace, evaluate: Callable[[Proposal], Outcome], strategy: str, seed: int,
-            budget_seconds: float, options: Mapping[str, Any]) -> Run:
+            budget_seconds: float, options: Mapping[str, Any], objectives: Sequence[Objective] | None = None,
+            metric: Callable[[Any, str, bool], float] | None = None) -> Run:
     """Ask, look up, tell until the simulated budget is spent (see the module docstring): the search
     loop executed in this process. `evaluate` is the table evaluation's in-process lookup (e.g.
     ``TabularEvaluator(table, seed).outcome``); the strategy is told the table's validation accuracy in
-    percent, the benchmark's own scale."""
+    percent, the benchmark's own scale. With several `objectives` it is told their vector instead,
+    ``metric(result, name, on_test)`` giving each value (`table_metric`)."""
     run, spent, start = Run(strategy, seed), [0.0], time.perf_counter()
+    multi = objectives is not None and len(objectives) > 1
+    metric = metric or table_metric
 
     def look_up(p: Proposal) -> Outcome:
         o = evaluate(p)
         if not o.ok:  # every cell of the space has a row: a failed lookup means a wrong table
             raise BenchError(f"nas bench: {o.error}")
-        o.value = o.extra["result"].val_accuracy
+        r = o.extra["result"]
+        if multi:
+            o.value = [metric(r, obj.metric, False) for obj in objectives]
+            o.extra["on_test"] = [metric(r, obj.metric, True) for obj in objectives]
+        else:
+            o.value = r.val_accuracy
         return o
 
     def past_budget(p: Proposal, o: Outcome) -> bool:
@@ -125,11 +140,20 @@ def run_one(space: SearchSpace, evaluate: Callable[[Proposal], Outcome], strateg
             run.val.append(r.val_accuracy)
             run.test.append(r.test_accuracy)
             run.index.append(r.index)
+            if multi:
+                run.signal.append(list(o.value))
+                run.on_test.append(o.extra["on_test"])
 
         def told(self, p: Proposal, o: Outcome) -> None:
             pass
 
-    strat = make_strategy(strategy, space, seed=seed, mode="max", **options)
+    modes = "max" if not multi else [obj.mode for obj in objectives]
+    if strategy in PEERS:
+        from nas.bench_optuna import make_peer
+
+        strat = make_peer(strategy, space, seed, modes)
+    else:
+        strat = make_strategy(strategy, space, seed=seed, mode=modes, **options)
     run_in_process(AskTellLoop(strat, journal=Record()), look_up, stop=past_budget)
     run.wall_seconds = time.perf_counter() - start
     return run
@@ -138,7 +162,41 @@ def run_one(space: SearchSpace, evaluate: Callable[[Proposal], Outcome], strateg
 # -- options ---------------------------------------------------------------------------------------------
 
 
+def table_metric(result: Any, name: str, on_test: bool = False) -> float:
+    """An objective's value for a looked-up evaluation (`workers.tabular.TabularResult`), on the bench's
+    scale: ``val_accuracy`` in percent (``on_test``: the test accuracy in its place, reported only),
+    ``params`` from the table, ``flops`` counted on the cell's network (`cell_flops`)."""
+    if name == "val_accuracy":
+        return result.test_accuracy if on_test else result.val_accuracy
+    if name == "params":
+        return float(result.params)
+    if name == "flops":
+        return float(cell_flops(result.arch_str))
+    raise BenchError(f"nas bench: the table gives no metric {name!r}; objectives can read {list(BENCH_METRICS)}")
+
+
+BENCH_METRICS = ("val_accuracy", "params", "flops")
+_FLOPS: dict[str, int] = {}
+
+
+def cell_flops(arch_str: str) -> int:
+    """Multiply-accumulates per sample of the NAS-Bench-201 network of a cell (the project's count,
+    `nas.builder.count_flops`, on a 3x32x32 input, 10 classes), cached per process."""
+    if arch_str not in _FLOPS:
+        from nas.builder import count_flops
+        from search_spaces.nb201 import nb201_assignment_from_string
+
+        graph = get_space("nb201").graph(nb201_assignment_from_string(arch_str), num_classes=10,
+                                         input_shape=(3, 32, 32))
+        _FLOPS[arch_str] = count_flops(graph)
+    return _FLOPS[arch_str]
+
+
 def _accepted(name: str) -> set[str] | None:
+    if name in PEERS:
+        import importlib.util
+
+        return set() if importlib.util.find_spec("optuna") is not None else None
     try:
         cls = strategy_class(name)
     except (ValueError, ImportError, AttributeError):
@@ -213,17 +271,35 @@ def _curve(runs: Sequence[Run], grid: Sequence[float]) -> dict[str, list]:
 def run_bench(table: str | Path, strategies: Sequence[str], seeds: int, budget_seconds: float,
               options: Mapping[str, Mapping[str, Any]] | None = None, first_seed: int = 0,
               space: str = "nb201", out: str | Path | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, objectives: Sequence[str] = (),
+              reference: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Run every strategy on seeds first_seed .. first_seed + seeds - 1; write the files to `out` (if
     given) and return what results.json holds. A strategy that is not registered (or cannot be imported)
-    is skipped with a message."""
+    is skipped with a message. Two or more `objectives` (``val_accuracy:max``, ``params:min``,
+    ``flops:min``) make it a multi-objective bench (`nas.bench_multi`; `reference` overrides its
+    reference point); none or one, the single-objective one on the validation accuracy."""
     from nas.config import SearchConfig
     from nas.evaluation import EvaluationError, get_evaluation
+    from nas.objectives import ObjectiveError, parse_objectives
 
     if seeds < 1:
         raise BenchError(f"--seeds must be >= 1, got {seeds}")
     if not budget_seconds > 0:
         raise BenchError(f"--budget-seconds must be > 0, got {budget_seconds}")
+    try:
+        objs = parse_objectives(objectives)
+    except ObjectiveError as e:
+        raise BenchError(f"--objective: {e}") from None
+    for o in objs:
+        if o.metric not in BENCH_METRICS:
+            raise BenchError(f"--objective {o.spec()}: the table gives no metric {o.metric!r}; objectives can read "
+                             f"{', '.join(BENCH_METRICS)}")
+    if len(objs) == 1 and objs[0].spec() != "val_accuracy:max":
+        raise BenchError(f"--objective {objs[0].spec()}: the single-objective bench searches val_accuracy:max; "
+                         "give two or more objectives for a multi-objective bench")
+    if reference and len(objs) < 2:
+        raise BenchError("--reference is the hypervolume's reference point: it needs two or more --objective")
+    multi = len(objs) > 1
     the_space = get_space(space)
 
     def evaluation(seed: int):
@@ -248,9 +324,23 @@ def run_bench(table: str | Path, strategies: Sequence[str], seeds: int, budget_s
         "platform": f"python {platform.python_version()}, {platform.machine()}",
         "strategies": {}, "skipped": {}, "curve_grid_s": grid,
     }
+    if multi:
+        from nas import bench_multi
+
+        try:
+            points = bench_multi.reference_of(objs, reference)
+        except ValueError as e:
+            raise BenchError(f"--reference: {e}") from None
+        grid = bench_multi.curve_grid(budget_seconds)
+        report.update(objectives=[o.spec() for o in objs], points=points, curve_grid_s=grid,
+                      protocol=report["protocol"].replace("the best-by-validation architecture",
+                                                          "the front's architectures"))
     for name in strategies:
         if _accepted(name) is None:
             try:
+                if name in PEERS:
+                    raise ImportError("optuna is not installed; it is a benchmark-only extra: pip install -e "
+                                      "\".[bench]\"")
                 strategy_class(name)
                 why = "it cannot be loaded"
             except Exception as e:
@@ -260,8 +350,15 @@ def run_bench(table: str | Path, strategies: Sequence[str], seeds: int, budget_s
             continue
         runs, start = [], time.perf_counter()
         for seed in seed_list:
-            runs.append(run_one(the_space, evaluation(seed).in_process(), name, seed, budget_seconds, options[name]))
+            runs.append(run_one(the_space, evaluation(seed).in_process(), name, seed, budget_seconds, options[name],
+                                objs if multi else None))
         wall = time.perf_counter() - start
+        if multi:
+            entry = bench_multi.strategy_entry(runs, objs, points, options[name], wall, _stats, grid)
+            report["strategies"][name] = entry
+            h = entry["hv_test"]
+            log(f"{name}: {len(runs)} runs in {wall:.1f} s wall: hypervolume on test {h['mean']:.4f} ± {h['std']:.4f}")
+            continue
         per_seed = [r.result() for r in runs]
         test = _stats([p["best_test"] for p in per_seed])
         report["strategies"][name] = {
@@ -274,7 +371,7 @@ def run_bench(table: str | Path, strategies: Sequence[str], seeds: int, budget_s
             "wall_seconds": round(wall, 2), "per_seed": per_seed, "curve": _curve(runs, grid),
         }
         log(f"{name}: {len(runs)} runs in {wall:.1f} s wall: test {test['mean']:.2f} ± {test['std']:.2f}")
-    report["summary"] = summary_text(report)
+    report["summary"] = bench_multi.summary_text(report) if multi else summary_text(report)
     if out is not None:
         write_files(report, out)
     return report
@@ -327,7 +424,12 @@ def write_files(report: Mapping[str, Any], out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = [atomic_write_text(out / "summary.txt", report["summary"]),
              atomic_write_json(out / "results.json", {k: v for k, v in report.items() if k != "summary"})]
-    files.append(plot(report, out / "test_vs_time.png"))
+    if "objectives" in report:
+        from nas import bench_multi
+
+        files.append(bench_multi.plot(report, out / "pareto_vs_time.png"))
+    else:
+        files.append(plot(report, out / "test_vs_time.png"))
     return files
 
 

@@ -392,14 +392,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     try:
         options = strategy_options(strategies, args.strategy_option or [], args.population_size, args.sample_size)
+        reference = {k: float(v) for k, v in _parse_options(args.reference or [], "--reference").items()}
         report = run_bench(args.table, strategies, args.seeds, args.budget_seconds, options,
-                           first_seed=args.first_seed, space=args.space, out=args.out)
+                           first_seed=args.first_seed, space=args.space, out=args.out,
+                           objectives=args.objective or (), reference=reference)
     except BenchError as e:
         raise CLIError(str(e)) from None
+    except (TypeError, ValueError) as e:  # a --reference value that is not a number
+        raise CLIError(f"--reference takes METRIC=NUMBER: {e}") from None
     print()
     print(report["summary"], end="")
     if args.out:
-        print(f"files: {args.out}/summary.txt, results.json, test_vs_time.png")
+        plot = "pareto_vs_time.png" if "objectives" in report else "test_vs_time.png"
+        print(f"files: {args.out}/summary.txt, results.json, {plot}")
     return 0
 
 
@@ -473,7 +478,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, help="evolution's tournament size (bench default 10)")
     p.add_argument("--strategy-option", action="append", metavar="[STRATEGY.]KEY=VALUE",
                    help="e.g. evolution.population_size=20 or combo.fit=map (repeatable)")
-    p.add_argument("--out", help="folder for summary.txt, results.json, test_vs_time.png")
+    p.add_argument("--objective", action="append", metavar="METRIC:max|min",
+                   help="repeatable; two or more make a multi-objective bench (val_accuracy:max with params:min or "
+                        "flops:min): each run's Pareto front, its hypervolume on the test accuracy; strategies "
+                        "optuna-nsga2 and optuna-tpe are Optuna's samplers (pip install -e \".[bench]\")")
+    p.add_argument("--reference", action="append", metavar="METRIC=VALUE",
+                   help="the hypervolume's reference point (default val_accuracy=10, params=1.6e6, flops=2.5e8)")
+    p.add_argument("--out", help="folder for summary.txt, results.json, test_vs_time.png (pareto_vs_time.png)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export an architecture as a ready-to-train model")
