@@ -228,7 +228,8 @@ _SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig; every training
     "out": (None, "out"), "address": (None, "address"), "workers": (None, "workers"),
     "cpus_per_trial": (None, "cpus_per_trial"), "max_params": (None, "max_params"),
     "max_flops": (None, "max_flops"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
-    "table": (None, "table"),
+    "table": (None, "table"), "objective": (None, "objectives"), "constraint": (None, "constraints"),
+    "latency_table": (None, "latency_table"),
     **_train_flags(),
 }
 
@@ -280,6 +281,12 @@ def search_config_from_args(args: argparse.Namespace):
             if section and not isinstance(data["train"], dict):
                 raise CLIError("the config's 'train' must be a table of settings")
             (data["train"] if section else data)[key] = value
+    if args.reference_point:
+        try:
+            data["reference_point"] = {k: float(v) for k, v in
+                                       _parse_options(args.reference_point, "--reference-point").items()}
+        except (TypeError, ValueError):
+            raise CLIError(f"--reference-point takes METRIC=NUMBER, got {args.reference_point}") from None
     for flag, key in (("strategy_option", "strategy_options"), ("space_option", "space_options")):
         items = getattr(args, flag)
         if items:
@@ -327,6 +334,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no candidate was trained to the end successfully")
         return 1
     m = best.get("metrics", {})
+    first = outcome.objectives[0] if outcome.objectives else None
+    if outcome.front is not None:
+        names = [o.metric for o in outcome.objectives]
+        print(f"Pareto front ({', '.join(o.spec() for o in outcome.objectives)}): {len(outcome.front)} architectures, "
+              f"hypervolume {outcome.hypervolume:.6g} (pareto.json); export the K-th with --pareto K:")
+        for k, r in enumerate(outcome.front, 1):
+            print(f"  {k}: " + ", ".join(f"{n} {v:.6g}" for n, v in zip(names, r["values"], strict=True))
+                  + f", arch_id {r['arch_id']}")
+        print(f"files: {outcome.folder}/pareto.json, pareto.md, pareto.png, leaderboard.md, evaluations.jsonl")
+        return 0
+    if first is not None and first.metric != "val_accuracy":
+        print(f"best: {first.metric} {best['value']:.6g}, arch_id {best['arch_id']}")
+        print(f"assignment: {json.dumps(best['assignment'])}")
+        print(f"files: {outcome.folder}/best.json, leaderboard.md, evaluations.jsonl, best_so_far.png")
+        return 0
     print(f"best: val_accuracy {best['value']:.4f}"
           + (f", test_accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else "")
           + (f", {m['params']:,} params" if "params" in m else "") + f", arch_id {best['arch_id']}")
@@ -354,7 +376,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.space = args.source
         src = ExportSource(_arch_from_args(args), description=f"space {args.source}")
     else:
-        src = resolve(args.source, rank=args.rank)
+        src = resolve(args.source, rank=args.rank, pareto=args.pareto)
     from_run = Path(args.source).is_dir()
     if args.weights_file:
         weights, what = args.weights_file, f"the weights of {args.weights_file}"
@@ -452,6 +474,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-flops", type=int, help="likewise for multiply-accumulates per sample")
     p.add_argument("--asha", action="store_true", default=None, help="ASHA early stopping of weak candidates")
     p.add_argument("--table", help="NAS-Bench-201 CSV (--space nb201): look candidates up instead of training")
+    p.add_argument("--objective", action="append", metavar="METRIC:max|min",
+                   help="what to optimise (repeatable; default: the evaluation's own, val_accuracy:max); two or more "
+                        "search a Pareto front, e.g. --objective val_accuracy:max --objective params:min")
+    p.add_argument("--constraint", action="append", metavar="METRIC<=BOUND",
+                   help="repeatable, e.g. flops<=3e8 or latency_ms<10 (also >=, >); on params, flops or a latency "
+                        "table's latency_ms a proposal is rejected before evaluation (no budget used)")
+    p.add_argument("--latency-table", metavar="CSV",
+                   help="measured latencies per architecture (columns arch_id or the space's variables, and "
+                        "latency_ms): the metric latency_ms, known before evaluation")
+    p.add_argument("--reference-point", action="append", metavar="METRIC=VALUE",
+                   help="the hypervolume's reference point (default: just beyond the worst value seen)")
     p.add_argument("--strategy-option", action="append", metavar="KEY=VALUE",
                    help="an option of the strategy, e.g. population_size=20; VALUE is JSON or a bare word "
                         "(repeatable; each strategy's options are listed below)")
@@ -492,7 +525,10 @@ def make_parser() -> argparse.ArgumentParser:
                                   "(with --preset / --set)")
     p.add_argument("--format", default="python", choices=["python", "json", "torchscript", "onnx"])
     p.add_argument("--out", required=True, help="the model file to write, e.g. net.py")
-    p.add_argument("--rank", type=int, default=1, help="from a search folder: the K-th best architecture")
+    p.add_argument("--rank", type=int, default=1, help="from a search folder: the K-th best architecture (by the "
+                                                            "first objective)")
+    p.add_argument("--pareto", type=int, metavar="K",
+                   help="from a multi-objective search's folder: the K-th point of its Pareto front (pareto.md)")
     p.add_argument("--weights", action="store_true",
                    help="include the search's trained weights (the default from a search; an error where there "
                         "are none)")
@@ -520,6 +556,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from nas.export_source import ExportSourceError
     from nas.graph import ArchitectureError
     from nas.io import JournalError
+    from nas.latency_table import LatencyTableError
+    from nas.objectives import ObjectiveError
     from nas.ops import OpError
     from nas.search import SearchError
     from nas.space import SpaceError
@@ -527,7 +565,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     found: list[type[BaseException]] = [CLIError, ConfigError, SettingsError, SearchError, SpaceError,
                                         ArchitectureError, OpError, EvaluationError, ExportError, ExportSourceError,
-                                        JournalError, BenchError, FileNotFoundError]
+                                        JournalError, BenchError, ObjectiveError, LatencyTableError, FileNotFoundError]
     for module, name in (("nas.preprocessing", "PreprocessingError"), ("workers.arrays", "DatasetError"),
                          ("workers.tabular", "TableError")):
         cls = getattr(sys.modules.get(module), name, None)

@@ -38,6 +38,12 @@ class SearchConfig:
     max_params: int | None = None  # larger proposals are rejected before evaluation (no budget used)
     max_flops: int | None = None  # likewise, multiply-accumulates per sample
     table: str | None = None  # a NAS-Bench-201 CSV: look candidates up instead of training them (workers/tabular.py)
+    # what the search optimises (nas.objectives): METRIC:max|min each; none: the evaluation's own objective
+    # (val_accuracy:max for the built-in kinds); two or more: a multi-objective search (a Pareto front)
+    objectives: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)  # METRIC<=BOUND (>=, <, >) each
+    latency_table: str | None = None  # measured latencies per architecture (nas.latency_table): metric latency_ms
+    reference_point: dict[str, float] = field(default_factory=dict)  # metric -> value, for the hypervolume
     space_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     train: TrainSettings = field(default_factory=TrainSettings)  # how each candidate is trained
@@ -104,15 +110,42 @@ class SearchConfig:
             v = getattr(self, key)
             if v is not None and (not isinstance(v, str) or not v):
                 raise bad(key, "None or a non-empty string")
-        for key in ("space_options", "strategy_options"):
+        for key in ("space_options", "strategy_options", "reference_point"):
             if not isinstance(getattr(self, key), dict):
                 raise bad(key, "a table (mapping) of options")
+        if any(not isinstance(k, str) or not is_number(v) for k, v in self.reference_point.items()):
+            raise bad("reference_point", "a table of metric = number")
+        if self.latency_table is not None and (not isinstance(self.latency_table, str) or not self.latency_table):
+            raise bad("latency_table", "None or a non-empty string")
+        self.check_objectives(where)
         if not isinstance(self.train, TrainSettings):
             raise ConfigError(f"{where}: 'train' must be a table of settings")
         try:
             self.train.check()
         except SettingsError as e:
             raise ConfigError(f"{where} [train]: {e}") from None
+
+
+    def check_objectives(self, where: str = "config") -> None:
+        """Parse the objectives and constraints (with --max-params / --max-flops): a malformed one, one given
+        twice or contradictory ones raise `ConfigError` naming them."""
+        from nas.objectives import (
+            ObjectiveError,
+            check_consistent,
+            parse_constraints,
+            parse_objectives,
+            size_constraints,
+        )
+
+        for key in ("objectives", "constraints"):
+            items = getattr(self, key)
+            if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+                raise ConfigError(f"{where}: setting {key!r} must be a list of strings, got {items!r}")
+        try:
+            parse_objectives(self.objectives)
+            check_consistent(size_constraints(self.max_params, self.max_flops) + parse_constraints(self.constraints))
+        except ObjectiveError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def absolute_space(space: Any) -> Any:

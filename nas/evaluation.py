@@ -13,6 +13,9 @@ and are found through the one table `EVALUATIONS` (import paths, so importing `n
   ``status`` ("ok" / "failed") and the search metric;
 - `in_process()`: optionally, a function ``proposal -> nas.loop.Outcome`` that evaluates here, without
   Ray (``nas bench``); None where the kind needs a worker;
+- `default_objective`: what a search optimises when it names no objective (``val_accuracy:max`` for the
+  built-in kinds; a task whose main metric is another, say ``val_miou:max``, says so here), and
+  `reported_metrics()`: the metrics it reports, which objectives and constraints may read (`nas.objectives`);
 - `describe()`: what an evaluation is, for the log line; `epoch_line(result)`: a progress line for an
   intermediate result, or None; `weights_file`: the checkpoint file that holds a trained model's
   weights, if the kind trains one.
@@ -56,9 +59,14 @@ class Evaluation:
 
     kind = "evaluation"
     weights_file: str | None = None
+    default_objective = "val_accuracy:max"
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
+
+    def reported_metrics(self) -> set[str]:
+        """The metrics a successful evaluation reports (default: the default objective's)."""
+        return {self.default_objective.partition(":")[0]}
 
     def check(self) -> None:
         """Raise `EvaluationError` unless the settings can work (default: `data_info` succeeds)."""

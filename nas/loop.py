@@ -14,8 +14,12 @@ hears every outcome (`record`):
   timeception layer whose groups do not divide its channels) is *rejected*, like a constraint; any other
   exception in the build (a bug, a shape error in the graph) is a failed outcome (the candidate fails,
   not the search);
-- `Constraints`: a proposal over a limit (parameters, multiply-accumulates) is *rejected*: its own
-  kind of outcome, told to the strategy with `Strategy.reject`, never as a failure, and it uses no budget;
+- `Measure`: the metrics known before evaluation (``params``, ``flops`` counted on the graph; ``latency_ms``
+  from a user's latency table, `nas.latency_table`), those the search reads, into ``proposal.info["metrics"]``;
+  a proposal the latency table has no entry for is rejected;
+- `Constraints`: a proposal over a limit (parameters, multiply-accumulates, or any constraint of
+  `nas.objectives` on a metric `Measure` knows) is *rejected*: its own kind of outcome, told to the
+  strategy with `Strategy.reject`, never as a failure, and it uses no budget;
 - `Deduplicate`: a proposal whose architecture was evaluated before is answered from that result
   (marked ``cached``, with the status of that result: "ok", or "stopped" for a trial stopped early, never
   passed off as a complete one); it uses a budget slot but no evaluation. Failed results are not reused
@@ -38,7 +42,8 @@ incumbent. The search's outputs (leaderboard, best.json, best weights, export ra
 trial against complete ones.
 
 Failure handling of the result itself (`check_value`): an evaluation whose value is missing or not
-finite is a failure. Pending tracking of the strategy's own asks is in `nas.strategies.base`; the loop
+finite is a failure. With several objectives a value is a list, one per objective, and every one of them
+must be finite. Pending tracking of the strategy's own asks is in `nas.strategies.base`; the loop
 counts proposals in flight and deferred, so the budget is never over-committed.
 """
 
@@ -110,13 +115,19 @@ class Outcome:
         return self.value if self.status in VALUED else None
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_value(outcome: Outcome, error: str = "the evaluation reported no finite value") -> Outcome:
-    """Failure handling of a result: an ok outcome without a finite value becomes a failure (`error`)."""
-    if outcome.ok and not (isinstance(outcome.value, int | float) and not isinstance(outcome.value, bool)
-                           and math.isfinite(outcome.value)):
+    """Failure handling of a result: an ok outcome without a finite value (a list of them, with several
+    objectives) becomes a failure (`error`)."""
+    vector = isinstance(outcome.value, list | tuple)
+    finite = all(_finite(v) for v in outcome.value) if vector else _finite(outcome.value)
+    if outcome.ok and not finite:
         return Outcome(FAILED, None, outcome.metrics, error, extra=outcome.extra)
     if outcome.ok:
-        outcome.value = float(outcome.value)
+        outcome.value = [float(v) for v in outcome.value] if vector else float(outcome.value)
     return outcome
 
 
@@ -160,25 +171,62 @@ class BuildArchitecture:
         pass
 
 
-class Constraints:
-    """Rejects a built proposal over ``max_params`` parameters or ``max_flops`` multiply-accumulates per
-    sample (None: no limit), before it is evaluated."""
+class Measure:
+    """Puts the metrics of `names` known before evaluation into ``proposal.info["metrics"]``: ``params``
+    and ``flops`` counted on the built graph, ``latency_ms`` from `latency` (a
+    `nas.latency_table.LatencyTable`; a proposal it has no entry for is rejected, naming the file)."""
 
-    def __init__(self, max_params: int | None = None, max_flops: int | None = None):
-        self.max_params, self.max_flops = max_params, max_flops
-
-    def violation(self, arch: Any) -> str | None:
-        """Why `arch` exceeds the limits, or None."""
-        from nas.builder import count_flops, count_params
-
-        if self.max_params is not None and (n := count_params(arch)) > self.max_params:
-            return f"{n:,} parameters > max_params {self.max_params:,}"
-        if self.max_flops is not None and (n := count_flops(arch)) > self.max_flops:
-            return f"{n:,} multiply-accumulates > max_flops {self.max_flops:,}"
-        return None
+    def __init__(self, names: Iterable[str], latency: Any = None):
+        self.names = [n for n in ("params", "flops", "latency_ms") if n in set(names)]
+        self.latency = latency
 
     def screen(self, proposal: Proposal) -> Outcome | None:
-        why = None if proposal.arch is None else self.violation(proposal.arch)
+        from nas.builder import count_flops, count_params
+
+        if proposal.arch is None or not self.names:
+            return None
+        known = proposal.info.setdefault("metrics", {})
+        for name in self.names:
+            if name == "params":
+                known["params"] = count_params(proposal.arch)
+            elif name == "flops":
+                known["flops"] = count_flops(proposal.arch)
+            elif self.latency is not None:
+                latency = self.latency.lookup(proposal.arch_id, proposal.assignment)
+                if latency is None:
+                    return Outcome(REJECTED, error=f"no latency for architecture {proposal.arch_id} in "
+                                                   f"{self.latency.path}")
+                known["latency_ms"] = latency
+        return None
+
+    def record(self, proposal: Proposal, outcome: Outcome) -> None:
+        pass
+
+
+class Constraints:
+    """Rejects a built proposal over ``max_params`` parameters or ``max_flops`` multiply-accumulates per
+    sample (None: no limit), or breaking one of `rules` (`nas.objectives.Constraint`s) on a metric known
+    before evaluation (in ``proposal.info["metrics"]``, see `Measure`), before it is evaluated."""
+
+    def __init__(self, max_params: int | None = None, max_flops: int | None = None, rules: Iterable[Any] = ()):
+        self.max_params, self.max_flops = max_params, max_flops
+        self.rules = list(rules)
+
+    def violation(self, arch: Any, known: dict[str, Any] | None = None) -> str | None:
+        """Why `arch` exceeds the limits or breaks a rule on the metrics `known` of it, or None."""
+        from nas.builder import count_flops, count_params
+        from nas.objectives import violations
+
+        known = known or {}
+        if self.max_params is not None and (n := known.get("params", None) or count_params(arch)) > self.max_params:
+            return f"{n:,} parameters > max_params {self.max_params:,}"
+        if self.max_flops is not None and (n := known.get("flops", None) or count_flops(arch)) > self.max_flops:
+            return f"{n:,} multiply-accumulates > max_flops {self.max_flops:,}"
+        broken = violations(self.rules, known)
+        return "; ".join(broken) if broken else None
+
+    def screen(self, proposal: Proposal) -> Outcome | None:
+        why = None if proposal.arch is None else self.violation(proposal.arch, proposal.info.get("metrics"))
         return None if why is None else Outcome(REJECTED, error=why)
 
     def record(self, proposal: Proposal, outcome: Outcome) -> None:

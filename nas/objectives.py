@@ -182,6 +182,34 @@ def check_metrics(objectives: Sequence[Objective], constraints: Sequence[Constra
                                      f"{', '.join(sorted(available))}{hint}")
 
 
+def search_objectives(cfg: Any, evaluation: Any, check: bool = True) -> tuple[list[Objective], list[Constraint]]:
+    """A search's objectives (its ``objectives``, else the evaluation's `default_objective`) and constraints
+    (its ``constraints``; ``max_params`` / ``max_flops`` stay the loop's own limits). With `check`, each
+    must read a metric the evaluation reports or one known before evaluation, and a reference point must
+    name objectives of a multi-objective search: else `ObjectiveError`, before any trial runs."""
+    objectives = parse_objectives(cfg.objectives) or [parse_objective(evaluation.default_objective)]
+    constraints = parse_constraints(cfg.constraints)
+    if check:
+        known = set(PRE_EVALUATION) | ({LATENCY} if getattr(cfg, "latency_table", None) else set())
+        check_metrics(objectives, constraints, set(evaluation.reported_metrics()) | known,
+                      f"the {evaluation.kind} evaluation ({evaluation.describe()})")
+        given = getattr(cfg, "reference_point", None) or {}
+        if given and len(objectives) < 2:
+            raise ObjectiveError(f"reference_point {given}: a hypervolume needs two or more objectives; this search "
+                                 f"has one ({objectives[0].spec()})")
+        extra = sorted(set(given) - {o.metric for o in objectives})
+        if extra:
+            raise ObjectiveError(f"reference_point names {extra}, which are not objectives "
+                                 f"({', '.join(o.spec() for o in objectives)})")
+    return objectives, constraints
+
+
+def pre_evaluation(constraints: Sequence[Constraint], latency_table: bool) -> tuple[list[Constraint], list[Constraint]]:
+    """(constraints on metrics known before evaluation, the others): the first reject proposals unevaluated."""
+    known = set(PRE_EVALUATION) | ({LATENCY} if latency_table else set())
+    return [c for c in constraints if c.metric in known], [c for c in constraints if c.metric not in known]
+
+
 def objective_values(objectives: Sequence[Objective], metrics: Mapping[str, Any]) -> list[float | None]:
     """Each objective's value in `metrics` (None where missing or not finite)."""
     return [float(metrics[o.metric]) if _finite(metrics.get(o.metric)) else None for o in objectives]
@@ -204,4 +232,5 @@ def _finite(v: Any) -> bool:
 
 __all__ = ["DEFAULT_MODES", "LATENCY", "MODES", "PRE_EVALUATION", "Constraint", "Objective", "ObjectiveError",
            "check_consistent", "check_metrics", "default_mode", "objective_values", "parse_constraint",
-           "parse_constraints", "parse_objective", "parse_objectives", "size_constraints", "violations"]
+           "parse_constraints", "parse_objective", "parse_objectives", "pre_evaluation", "search_objectives",
+           "size_constraints", "violations"]

@@ -26,6 +26,7 @@ from nas.config import SearchConfig
 from nas.evaluation import DataInfo, Evaluation, EvaluationError, get_evaluation
 from nas.graph import to_dict
 from nas.io import atomic_write_json
+from nas.latency_table import LatencyTableError, load_latency_table
 from nas.loop import (
     FAILED,
     LATER,
@@ -35,24 +36,26 @@ from nas.loop import (
     BuildArchitecture,
     Constraints,
     Deduplicate,
+    Measure,
     Outcome,
     Proposal,
     TooManyRejections,
     check_value,
 )
+from nas.objectives import Objective, ObjectiveError, objective_values, pre_evaluation, search_objectives, violations
 from nas.registry import get_space
 from nas.results import EVALUATIONS, RunFolder
 from nas.space import SearchSpace
 from nas.strategies import make_strategy, strategy_plan
 from nas.strategies.base import Strategy
 
-METRIC, MODE = "val_accuracy", "max"
+METRIC, MODE = "val_accuracy", "max"  # the built-in evaluations' default objective (Evaluation.default_objective)
 
 # settings that define a search, what it proposes (space, strategy, their options, seed, the size limits) and
 # how a candidate is evaluated (training settings, table, ASHA): a resumed run must keep them. Only how trials
 # are run may change: budget, workers, cpus / gpus per trial, address, max_failures, reuse_actors.
 _IDENTITY_KEYS = ("space", "strategy", "seed", "space_options", "strategy_options", "train", "table",
-                  "max_params", "max_flops", "asha")
+                  "max_params", "max_flops", "asha", "objectives", "constraints", "latency_table")
 _MAY_CHANGE = "budget, workers, cpus_per_trial, gpus_per_trial, address, max_failures and reuse_actors"
 
 
@@ -71,6 +74,9 @@ class SearchOutcome:
     records: list[dict[str, Any]]
     best: dict[str, Any] | None
     n_rejected: int = 0  # this session's proposals rejected before evaluation (no budget used)
+    objectives: list[Objective] | None = None
+    front: list[dict[str, Any]] | None = None  # several objectives: the Pareto front (pareto.json), best first
+    hypervolume: float | None = None
 
     def _count(self, status: str) -> int:
         return sum(r.get("status") == status and not r.get("cached") for r in self.records)
@@ -97,13 +103,17 @@ class RunJournal:
     ``evaluations.jsonl`` (fsynced) before the strategy hears of it; after that the strategy snapshot,
     best.json, the leaderboard and the progress line are refreshed."""
 
-    def __init__(self, cfg: SearchConfig, folder: RunFolder, strategy: Strategy, log: Callable[[str], None]):
+    def __init__(self, cfg: SearchConfig, folder: RunFolder, strategy: Strategy, log: Callable[[str], None],
+                 objectives: list[Objective] | None = None):
         self.cfg, self.folder, self.strategy, self.log = cfg, folder, strategy, log
+        self.objectives = objectives or [Objective(METRIC, MODE)]
+        self.metric, self.mode = self.objectives[0].metric, self.objectives[0].mode
+        self.multi = len(self.objectives) > 1
         self.records = folder.records()
         self.elapsed_before = max((r.get("elapsed_s", 0.0) for r in self.records), default=0.0)
         self.session_start = time.monotonic()
         self.session_done = 0
-        ranked = folder.ranked(self.records, MODE)
+        ranked = folder.ranked(self.records, self.mode)
         self.best = ranked[0] if ranked else None
 
     def elapsed(self) -> float:
@@ -111,9 +121,14 @@ class RunJournal:
 
     def record(self, p: Proposal, o: Outcome) -> None:
         n = len(self.records)
+        value = o.told_value
+        values = {}
+        if self.multi:  # the first objective's value is the record's value (ranking, best.json); all in values
+            values = {"values": value}
+            value = value[0] if value is not None else None
         if o.cached:  # answered from an earlier (or in-flight) evaluation, with its status
             rec = {"trial_id": f"{p.tag}_cached{n}", "assignment": p.assignment, "arch_id": p.arch_id,
-                   "status": o.status, "value": o.told_value, "metrics": o.metrics, "cached": o.cached,
+                   "status": o.status, "value": value, **values, "metrics": o.metrics, "cached": o.cached,
                    "train": o.extra.get("train")}
             if o.status == STOPPED:
                 rec.update(stopped_early=True, epoch=o.extra.get("epoch"))
@@ -124,7 +139,7 @@ class RunJournal:
                    "status": o.status, "value": None, "error": o.error, "metrics": {}}
         else:
             rec = {"trial_id": p.tag, "assignment": p.assignment, "arch_id": p.arch_id, "status": o.status,
-                   "value": o.told_value, "metrics": o.metrics, **o.extra}
+                   "value": value, **values, "metrics": o.metrics, **o.extra}
             if o.error:
                 rec["error"] = o.error
         rec["index"] = n
@@ -132,22 +147,28 @@ class RunJournal:
         self.folder.append(rec)
         self.records.append(rec)
         self.session_done += 1
-        if o.ok and (self.best is None or rec["value"] > self.best["value"]):
+        if o.ok and (self.best is None or self.objectives[0].better(rec["value"], self.best["value"])):
             self.best = rec
             if p.arch is not None and not o.cached:
-                self.folder.write_best(rec, to_dict(p.arch), METRIC)
+                self.folder.write_best(rec, to_dict(p.arch), self.metric)
 
     def told(self, p: Proposal, o: Outcome) -> None:
         atomic_write_json(self.folder.strategy_file, {"n_records": len(self.records),
                                                       "state": self.strategy.state_dict()})
-        self.folder.write_leaderboard(self.records, METRIC, MODE)
+        self.folder.write_leaderboard(self.records, self.metric, self.mode)
+        if self.multi:
+            from nas import pareto_report
+
+            pareto_report.write(self.folder.path, self.records, self.objectives, self.cfg.reference_point)
         self._progress(self.records[-1])
 
     def _progress(self, rec: dict[str, Any]) -> None:
         n, budget = len(self.records), self.cfg.budget
         rate = (time.monotonic() - self.session_start) / max(self.session_done, 1)
         eta = rate * max(budget - n, 0)
-        if rec["status"] == OK:
+        if rec["status"] == OK and self.multi:
+            what = " ".join(f"{o.metric} {v:.4g}" for o, v in zip(self.objectives, rec["values"], strict=True))
+        elif rec["status"] == OK:
             what = f"{rec['value']:.4f}"
         elif rec["status"] == STOPPED:
             what = f"{rec['value']:.4f} STOPPED early at epoch {rec.get('epoch')}/{self.cfg.train.epochs} (not ranked)"
@@ -155,7 +176,13 @@ class RunJournal:
             what = f"FAILED ({(rec.get('error') or '')[:80]})"
         best = f"{self.best['value']:.4f}" if self.best else "-"
         tag = " (cached)" if rec.get("cached") else ""
-        self.log(f"[{n}/{budget}] {METRIC} {what}{tag} | best {best} | elapsed {_hms(self.elapsed())} | "
+        if self.multi:
+            from nas import pareto_report
+
+            front = pareto_report.progress(self.records, self.objectives, self.cfg.reference_point)
+            self.log(f"[{n}/{budget}] {what}{tag} | {front} | elapsed {_hms(self.elapsed())} | ETA {_hms(eta)}")
+            return
+        self.log(f"[{n}/{budget}] {self.metric} {what}{tag} | best {best} | elapsed {_hms(self.elapsed())} | "
                  f"ETA {_hms(eta)}")
 
 
@@ -177,20 +204,39 @@ class SearchState:
         self.cfg, self.space, self.strategy, self.folder, self.log = cfg, space, strategy, folder, log
         self.evaluation = evaluation
         self.data = evaluation.data_info()
-        self.journal = RunJournal(cfg, folder, strategy, log)
-        self.dedup = Deduplicate((r["arch_id"], r["value"], r.get("metrics", {}), r["trial_id"],
-                                  {"train": r.get("train"), "epoch": r.get("epoch")}, r["status"])
+        try:
+            self.objectives, rules = search_objectives(cfg, evaluation)
+        except ObjectiveError as e:
+            raise SearchError(str(e)) from None
+        self.rules_before, self.rules_after = pre_evaluation(rules, cfg.latency_table is not None)
+        self.journal = RunJournal(cfg, folder, strategy, log, self.objectives)
+        self.dedup = Deduplicate((r["arch_id"], r["values"] if self.multi else r["value"], r.get("metrics", {}),
+                                  r["trial_id"], {"train": r.get("train"), "epoch": r.get("epoch")}, r["status"])
                                  for r in self.records if r.get("status") in (OK, STOPPED) and r.get("arch_id")
                                  and not r.get("cached"))
         build = build or (lambda a: space.graph(a, num_classes=self.data.num_classes,
                                                 input_shape=self.data.input_shape, **cfg.space_options))
-        wrappers = [BuildArchitecture(build), Constraints(cfg.max_params, cfg.max_flops), self.dedup]
+        needed = {o.metric for o in self.objectives} | {c.metric for c in self.rules_before}
+        latency = latency_table_of(cfg, space) if "latency_ms" in needed and cfg.latency_table else None
+        wrappers = [BuildArchitecture(build), Measure(needed, latency),
+                    Constraints(cfg.max_params, cfg.max_flops, self.rules_before), self.dedup]
         self.loop = AskTellLoop(strategy, wrappers, self.journal, budget=cfg.budget, n_done=len(self.records))
         self.pending: dict[str, tuple[Proposal, float]] = {}
 
     @property
     def records(self) -> list[dict[str, Any]]:
         return self.journal.records
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    def value_of(self, metrics: dict[str, Any]) -> Any:
+        """The value the strategy is told: the objective's metric, or the vector of the objectives' metrics."""
+        if not self.multi:
+            return metrics.get(self.objectives[0].metric)
+        values = objective_values(self.objectives, metrics)
+        return None if any(v is None for v in values) else values
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -221,7 +267,8 @@ class SearchState:
         if trial_id not in self.pending:
             return  # a late duplicate report, or a trial of another session
         p, started = self.pending.pop(trial_id)
-        metrics = {k: v for k, v in (result or {}).items() if _is_metric(k, v)}
+        metrics = {**p.info.get("metrics", {}),  # known before evaluation (latency from a table, counts)
+                   **{k: v for k, v in (result or {}).items() if _is_metric(k, v)}}
         extra = {"train": asdict(self.cfg.train), "trial_seconds": round(time.monotonic() - started, 3)}
         if error or result is None:
             o = Outcome(FAILED, None, metrics, "the trial's worker raised or died (after retries); see the Ray "
@@ -229,8 +276,13 @@ class SearchState:
         elif metrics.get("status") == FAILED or result.get("status") == FAILED:
             o = Outcome(FAILED, None, metrics, str(result.get("error", "candidate failed")), extra=extra)
         else:
-            o = check_value(Outcome(OK, metrics.get(METRIC), metrics, extra=extra),
-                            f"trial reported no finite {METRIC}")
+            names = ", ".join(o.metric for o in self.objectives)
+            o = check_value(Outcome(OK, self.value_of(metrics), metrics, extra=extra),
+                            f"trial reported no finite {names}")
+            broken = violations(self.rules_after, metrics) if o.ok else []
+            if broken:  # evaluated, but not feasible: never on the front or ranked; told as a failure
+                o = Outcome(FAILED, None, metrics, f"infeasible: {'; '.join(broken)}",
+                            extra={**extra, "violates": broken})
         epoch = metrics.get("epoch")
         if o.ok and self.cfg.asha and isinstance(epoch, int) and epoch < self.cfg.train.epochs:
             # stopped by the scheduler at a lower fidelity: its value is partial, never ranked with complete
@@ -264,7 +316,8 @@ def _make_searcher(state: SearchState, stop: Any = None):
         """A graphnas strategy as a Tune Searcher: suggest -> ask, on_trial_complete -> tell."""
 
         def __init__(self) -> None:
-            super().__init__(metric=METRIC, mode=MODE)
+            first = state.objectives[0]
+            super().__init__(metric=first.metric, mode=first.mode)
             self.state = state
 
         def suggest(self, trial_id: str) -> dict | str | None:
@@ -399,6 +452,14 @@ def _identity_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[tuple[str
     return out
 
 
+def latency_table_of(cfg: SearchConfig, space: SearchSpace):
+    """The search's latency table (`nas.latency_table`), read for its space; `SearchError` naming the file."""
+    try:
+        return load_latency_table(cfg.latency_table, space)
+    except LatencyTableError as e:
+        raise SearchError(f"--latency-table: {e}") from None
+
+
 def restore_strategy(strategy: Strategy, folder: RunFolder, records: list[dict[str, Any]]) -> None:
     """The strategy as the journal left it: its last snapshot, then every evaluation journaled after it. A
     record the strategy cannot take (an assignment outside the space, a value that is not a number) raises
@@ -414,7 +475,8 @@ def restore_strategy(strategy: Strategy, folder: RunFolder, records: list[dict[s
             start = 0  # a snapshot from elsewhere: rebuild from the journal alone
     for i, r in enumerate(records[start:], start):
         try:
-            strategy.tell(r["assignment"], r["value"] if r.get("status") in ("ok", "stopped") else None)
+            value = r.get("values", r["value"]) if strategy.multi_objective else r["value"]
+            strategy.tell(r["assignment"], value if r.get("status") in ("ok", "stopped") else None)
         except (ValueError, TypeError, KeyError) as e:
             raise SearchError(f"{folder.evaluations_file}: record {i + 1} (trial {r.get('trial_id')!r}) does not "
                               f"fit this search ({e}); is the journal from another space? `nas search --out "
@@ -467,9 +529,17 @@ def search(cfg: SearchConfig, folder: RunFolder, strategy: Strategy, evaluation:
             f"{max(cfg.budget - len(state.records), 0)} to go")
     if len(state.records) < cfg.budget:
         run_trials(state, session)
-    folder.write_leaderboard(state.records, METRIC, MODE)
-    folder.plot(state.records, METRIC, MODE)
-    return SearchOutcome(folder.path, state.records, state.best, state.n_rejected)
+    metric, mode = state.objectives[0].metric, state.objectives[0].mode
+    folder.write_leaderboard(state.records, metric, mode)
+    folder.plot(state.records, metric, mode)
+    outcome = SearchOutcome(folder.path, state.records, state.best, state.n_rejected, state.objectives)
+    if state.multi:
+        from nas import pareto_report
+
+        outcome.front, outcome.hypervolume = pareto_report.write(folder.path, state.records, state.objectives,
+                                                                 cfg.reference_point)
+        pareto_report.plot(folder.path, state.records, state.objectives, cfg.reference_point)
+    return outcome
 
 
 def data_info(cfg: SearchConfig) -> DataInfo:
@@ -492,6 +562,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, log: Callable[[str], Non
     plan = strategy_plan(cfg.strategy)
     if plan is not None:
         cfg.check()
+        if cfg.objectives or cfg.constraints or cfg.latency_table:
+            raise SearchError(f"--strategy {cfg.strategy} trains one supernet and derives one architecture: it takes "
+                              "no --objective / --constraint / --latency-table (its resource penalty is the "
+                              "strategy option resource_penalty)")
         folder = open_run(cfg, resume, log)
         return plan(cfg, folder, log)
     strategy, evaluation = check_search(cfg)
@@ -510,7 +584,14 @@ def check_search(cfg: SearchConfig) -> tuple[Strategy, Evaluation]:
         raise SearchError(f"space {cfg.space!r}: {e}") from None
     evaluation = evaluation_of(cfg)
     try:
-        strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, mode=MODE, **cfg.strategy_options)
+        objectives, _ = search_objectives(cfg, evaluation)
+    except ObjectiveError as e:
+        raise SearchError(str(e)) from None
+    if cfg.latency_table is not None:
+        latency_table_of(cfg, space)
+    modes = objectives[0].mode if len(objectives) == 1 else [o.mode for o in objectives]
+    try:
+        strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, mode=modes, **cfg.strategy_options)
     except (TypeError, ValueError) as e:
         raise SearchError(str(e)) from None  # names the strategy and the option
     if cfg.space_options:
@@ -887,7 +968,9 @@ def run_trials(state: SearchState, session: str = "session") -> None:
         if cfg.asha:
             from ray.tune.schedulers import ASHAScheduler
 
-            scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=max(cfg.train.epochs, 1),
+            first = state.objectives[0]  # with several objectives ASHA stops on the first
+            scheduler = ASHAScheduler(time_attr="epoch", metric=first.metric, mode=first.mode,
+                                      max_t=max(cfg.train.epochs, 1),
                                       grace_period=1, reduction_factor=3)
         resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
         storage = (state.folder.path / "ray").resolve()

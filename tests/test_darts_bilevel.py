@@ -157,3 +157,30 @@ def test_darts_core_modules_import_no_worker_code():
     loaded = modules_loaded_by("nas.darts.mixed, nas.darts.relax, nas.darts.supernet, nas.darts.derive, "
                                "nas.darts.settings, nas.darts.plan")
     assert not [m for m in loaded if m.split(".")[0] == "workers"]
+
+
+def test_a_resource_penalty_moves_the_alphas_towards_cheaper_ops():
+    """Same seed and data, with and without resource_penalty: the penalised search ends with a lower expected
+    FLOP count, less weight on the costliest op (the 3x3 convolution) and more on a free one (skip)."""
+    ends = {}
+    for weight in (0.0, 20.0):
+        x, y = conv_target(0, n=128)
+        net = build_supernet(one_edge_space())
+        torch.manual_seed(0)
+        model = build_supernet_module(net.graph)
+        settings = DartsSettings(epochs=3, batch_size=32, seed=0, resource_penalty=weight, resource="flops")
+        search = BilevelSearch(model, *split_halves(x, y, 0), settings, "cpu", loss_fn=F.mse_loss)
+        while not search.done:
+            metrics = search.run_epoch()
+        ends[weight] = (metrics["expected_flops"], architecture_weights(model)["op"])
+    (flops_plain, w_plain), (flops_penalised, w_penalised) = ends[0.0], ends[20.0]
+    assert flops_penalised < flops_plain
+    conv3x3, skip = list(OPS).index("conv3x3"), list(OPS).index("skip")
+    assert w_penalised[conv3x3] < w_plain[conv3x3] and w_penalised[skip] > w_plain[skip], (w_plain, w_penalised)
+
+
+def test_resource_penalty_settings_are_checked():
+    with pytest.raises(ValueError, match="resource"):
+        DartsSettings(resource="latency").check()
+    with pytest.raises(ValueError, match="resource_penalty"):
+        DartsSettings(resource_penalty=-1.0).check()

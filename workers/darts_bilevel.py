@@ -10,6 +10,10 @@ Each step (the paper's Algorithm 1, alphas first as in its code) takes one batch
    Batch-norm running statistics touched by these extra forwards are restored afterwards.
 2. weights: SGD with momentum on the loss of the weight half, gradient norm clipped.
 
+With ``resource_penalty`` W > 0 the alphas' loss gains W * E[cost] / max cost (`nas.darts.mixed.expected_cost`:
+the expected multiply-accumulates or parameters of the mixed ops under the alphas); its gradient, which
+depends on the alphas alone, is added to the alpha gradient of either order. The weights never see it.
+
 The weight lr follows a per-epoch cosine from ``w_lr`` to ``w_lr_min`` (the paper's schedule). After each
 epoch batch-norm statistics are re-estimated and the supernet (softmax mixture) is evaluated on the
 validation split when one is given: an indication only, the derived network is what gets evaluated.
@@ -28,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.darts.mixed import alpha_parameters, architecture_weights, set_sampling
+from nas.darts.mixed import alpha_parameters, architecture_weights, expected_cost, set_sampling
 from nas.darts.settings import DartsSettings
 from workers.training import AUX_WEIGHT, evaluate, recalibrate_bn
 
@@ -122,11 +126,22 @@ class BilevelSearch:
             grads = self._grads(loss, self.alphas)
         else:
             loss, out, grads = self._second_order(x_w, y_w, x_a, y_a, lr)
+        penalty = self.resource_penalty()
+        if penalty is not None:
+            grads = [g + pg for g, pg in zip(grads, self._grads(penalty, self.alphas), strict=True)]
         for a, g in zip(self.alphas, grads, strict=True):
             a.grad = g.detach()
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
         return loss.detach(), out.detach()
+
+    def resource_penalty(self) -> torch.Tensor | None:
+        """W * expected cost / largest cost (a scalar in the alphas' graph), or None without a penalty."""
+        s = self.settings
+        if not s.resource_penalty:
+            return None
+        cost, most = expected_cost(self.model, s.resource)
+        return (s.resource_penalty * cost / max(most, 1.0)).float()
 
     def alpha_gradient(self, x_w, y_w, x_a, y_a, lr: float) -> list[torch.Tensor]:
         """The alphas' gradient the configured order would step on (no step taken)."""
@@ -218,6 +233,8 @@ class BilevelSearch:
         }
         if s.sampling == "gumbel":
             metrics["tau"] = tau
+        with torch.no_grad():
+            metrics[f"expected_{s.resource}"] = float(expected_cost(model, s.resource)[0])
         if self.classify:
             metrics["train_accuracy"] = float(sums["w_ok"]) / seen
             metrics["search_accuracy"] = float(sums["a_ok"]) / seen

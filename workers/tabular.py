@@ -251,6 +251,11 @@ class TableEvaluation(Evaluation):
     def data_info(self) -> DataInfo:
         return DataInfo(INPUT_SHAPE, NUM_CLASSES)
 
+    def reported_metrics(self) -> set[str]:
+        """One seed's validation accuracy, the table's parameter count, the project's count of
+        multiply-accumulates of the cell's network and the simulated training time."""
+        return {"val_accuracy", "params", "flops", "simulated_seconds"}
+
     def table(self) -> Table:
         """The table itself (loaded once per process), for reports such as `nas bench`'s optimum."""
         return load_table(self.cfg.table)

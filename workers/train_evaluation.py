@@ -23,6 +23,11 @@ class TrainEvaluation(Evaluation):
             raise EvaluationError(f"data set {t.dataset!r}: {e}") from None
         return DataInfo(tuple(info.input_shape), int(info.num_classes))
 
+    def reported_metrics(self) -> set[str]:
+        """What `workers.trainable` reports every epoch (latency_ms only where it is measured)."""
+        out = {"val_accuracy", "val_loss", "train_accuracy", "train_loss", "train_seconds", "params", "flops"}
+        return out | ({"latency_ms"} if self.cfg.train.latency_reps > 0 else set())
+
     def trainable(self) -> Callable[[dict[str, Any]], None]:
         return train_architecture
 

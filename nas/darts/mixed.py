@@ -210,6 +210,12 @@ class MixedOp(nn.Module):
         self.bypass = _bypass(in_shape, out_shape, variable) if partial_channels > 1 else None
         self.sampling = "softmax"
         self.tau = 1.0
+        # each candidate's cost, for a differentiable resource penalty (`expected_cost`): multiply-accumulates
+        # per sample (the project's count, `nas.builder.count_flops`'s rule per op) and parameters
+        macs = [float(get_op(op).macs(params, cin, tuple(get_op(op).shape(params, cin)))) for op, params, cin in plan]
+        n_params = [float(sum(p.numel() for p in c.parameters())) for c in self.candidates]
+        self.register_buffer("cost_flops", torch.tensor(macs, dtype=torch.float64), persistent=False)
+        self.register_buffer("cost_params", torch.tensor(n_params, dtype=torch.float64), persistent=False)
 
     def extra_repr(self) -> str:
         return f"variable={self.variable!r}, ops={self.ops}, partial_channels={self.partial_channels}"
@@ -323,6 +329,28 @@ def architecture_weights(model: nn.Module) -> dict[str, list[float]]:
     with torch.no_grad():
         return {var: [float(v) for v in F.softmax(a.float(), dim=0).cpu()]
                 for var, a in alpha_parameters(model).items()}
+
+
+RESOURCES = ("flops", "params")
+
+
+def expected_cost(model: nn.Module, resource: str = "flops") -> tuple[torch.Tensor, float]:
+    """The supernet's expected cost of `resource` under the alphas (FBNet, ProxylessNAS): over every mixed
+    node, the softmax of its alpha times its candidates' costs, summed; differentiable in the alphas. Returns
+    it and the largest it can be (every node at its costliest candidate), to make a penalty scale-free."""
+    if resource not in RESOURCES:
+        raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}")
+    total, most = None, 0.0
+    for mods in mixed_modules(model).values():
+        for m in mods:
+            cost = getattr(m, f"cost_{resource}")
+            w = F.softmax(m.alpha.double(), dim=0)
+            term = (w * cost.to(w.device)).sum()
+            total = term if total is None else total + term
+            most += float(cost.max())
+    if total is None:
+        raise ValueError("the model has no mixed ops")
+    return total, most
 
 
 def build_supernet_module(g) -> nn.Module:

@@ -4,7 +4,11 @@ Defaults are the paper's CIFAR-10 search (Sec. 3.1 and its code): 50 epochs, bat
 (lr 0.025 annealed by a cosine to 0.001, momentum 0.9, weight decay 3e-4, gradient norm clipped at 5);
 alphas by Adam (lr 3e-4, betas (0.5, 0.999), weight decay 1e-3); first order (``order=2``: the paper's
 second-order approximation, unrolled one SGD step with a finite-difference Hessian-vector product);
-candidate batch norms without affine parameters. Remedies, off by default: ``partial_channels=K``
+candidate batch norms without affine parameters. A resource penalty, off by default (FBNet, Wu et al.
+2019; ProxylessNAS, Cai et al. 2019): ``resource_penalty=W`` adds W times the supernet's expected cost of
+``resource`` ("flops": multiply-accumulates, or "params"; `nas.darts.mixed.expected_cost`) divided by its
+largest possible value to the alphas' loss, so W is on the scale of the loss whatever the network's size.
+Remedies, off by default: ``partial_channels=K``
 (PC-DARTS, Xu et al. 2020; K=4 there) and ``sampling="gumbel"`` (GDAS, Dong & Yang 2019; tau annealed
 linearly from ``tau_max`` to ``tau_min``).
 
@@ -23,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.darts.mixed import SAMPLINGS
+from nas.darts.mixed import RESOURCES, SAMPLINGS
 
 
 @dataclass
@@ -50,6 +54,8 @@ class DartsSettings:
     exclude_none: bool | None = None
     assignment: dict[str, Any] = field(default_factory=dict)
     retrain_space_options: dict[str, Any] = field(default_factory=dict)
+    resource_penalty: float = 0.0
+    resource: str = "flops"
 
     def check(self) -> DartsSettings:
         def bad(name: str, want: str) -> ValueError:
@@ -63,7 +69,10 @@ class DartsSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise bad(name, "a positive number")
-        for name in ("w_lr_min", "w_momentum", "w_weight_decay", "w_grad_clip", "alpha_weight_decay"):
+        if self.resource not in RESOURCES:
+            raise bad("resource", f"one of {RESOURCES}")
+        for name in ("w_lr_min", "w_momentum", "w_weight_decay", "w_grad_clip", "alpha_weight_decay",
+                     "resource_penalty"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise bad(name, "a non-negative number")
