@@ -1,5 +1,6 @@
 """Tabular mode on NAS-Bench-201: lookups give one validation seed (never the test accuracy) and charge
-12/200 of the training time; `nas bench` runs and writes its files; a tabular search through real Ray."""
+12/200 of the training time; `nas bench` runs and writes its files; a tabular search through real Ray, with
+one objective and with two (val_accuracy and params: a Pareto front, exported with --pareto)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,24 @@ def test_tabular_search_through_ray(cluster, tmp_path, table):
 def test_search_flag_table_reaches_the_config(tmp_path, capsys):
     assert main(["search", "--space", "resnet", "--table", str(TABLE), "--out", str(tmp_path / "r")]) == 2
     assert "--space nb201" in capsys.readouterr().err
+
+
+def test_a_multi_objective_search_through_ray_and_its_export(cluster, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = SearchConfig(space="nb201", strategy="evolution", budget=8, seed=2, out=str(out), table=str(TABLE),
+                       workers=2, objectives=["val_accuracy:max", "params:min"], constraints=["flops<=1.5e8"],
+                       strategy_options={"population_size": 4, "sample_size": 2})
+    outcome = run_search(cfg, log=lambda s: None)
+    rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["metrics"]["flops"] <= 1.5e8 for r in rows if r["status"] == "ok")
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["values"] == [r["metrics"]["val_accuracy"], r["metrics"]["params"]] for r in ok)
+    saved = json.loads((out / "pareto.json").read_text())
+    assert [e["trial_id"] for e in saved["front"]] == [r["trial_id"] for r in outcome.front]
+    assert (out / "pareto.png").is_file() and (out / "pareto.md").is_file()
+    assert main(["export", str(out), "--pareto", "1", "--format", "json", "--out", str(tmp_path / "p1.json"),
+                 "--untrained"]) == 0
+    assert saved["front"][0]["arch_id"] in capsys.readouterr().out
+    with pytest.raises(SearchError, match="resource_penalty"):
+        run_search(SearchConfig(space="nb201", strategy="darts", out=str(tmp_path / "d"),
+                                objectives=["val_accuracy:max", "params:min"]), log=lambda s: None)
