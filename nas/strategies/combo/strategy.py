@@ -18,6 +18,8 @@ Graph Cartesian Product") as an asynchronous ask/tell strategy.
   objectives (each normalised to [0, 1] over the observations; botorch's `get_chebyshev_scalarization`)
   with the GP, so successive suggestions aim at different parts of the front. The hyperparameters are
   refitted (the MCMC chain continued) at every suggestion, since each has its own scalarised objective.
+  ``mo_acquisition="ehvi"`` instead fits one GP per objective (each its own chain or MAP fit) and
+  maximises botorch's analytic expected hypervolume improvement over them (`multi.py`).
 - Failed evaluations (None or NaN) are left out of the GP, with a warning, and never proposed again.
   A constant objective (zero variance) gives a warning and a flat GP (suggestions then follow its
   uncertainty). An ask never proposes an evaluated or pending assignment while an unseen one exists;
@@ -48,8 +50,9 @@ from nas.strategies.random_search import Key, assignment_key, key_assignment, sa
 FITS = ("mcmc", "map")
 INCUMBENTS = ("observed", "mean")
 WARPS = ("none", "yeo-johnson")
+MO_ACQUISITIONS = ("parego", "ehvi")
 # options added after states were first saved: a state without them was made with these values
-ADDED_OPTIONS = {"n_exhaustive": 0, "incumbent": "observed", "warp": "none"}
+ADDED_OPTIONS = {"n_exhaustive": 0, "incumbent": "observed", "warp": "none", "mo_acquisition": "parego"}
 
 
 def _yeo_johnson(values):
@@ -112,7 +115,7 @@ class Combo(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, mode: str | Sequence[str] = "max", n_initial: int = 20,
                  fit: str = "mcmc", n_samples: int = 10, n_burn: int = 99, n_spray: int = 5000,
                  n_starts: int = 20, n_exhaustive: int = 0, incumbent: str = "observed", warp: str = "none",
-                 num_threads: int | None = 1):
+                 mo_acquisition: str = "parego", num_threads: int | None = 1):
         """Options (each checked here; a bad one raises `ValueError` naming it):
             n_initial: uniform random asks before the first GP suggestion (an int >= 1)
             fit: GP hyperparameters by slice sampling ("mcmc", the paper's) or one posterior maximum ("map")
@@ -123,6 +126,8 @@ class Combo(Strategy):
             n_exhaustive: spaces of at most this many assignments maximise EI over all of them (0: off)
             incumbent: EI's reference, the best observed value ("observed") or best posterior mean ("mean")
             warp: scores standardised ("none", the paper's) or Yeo-Johnson power-transformed ("yeo-johnson")
+            mo_acquisition: several objectives: "parego" (a random Chebyshev scalarisation per suggestion)
+                or "ehvi" (expected hypervolume improvement over one GP per objective)
             num_threads: torch / BLAS threads while asking (an int >= 1; null: the process's setting)
         """
         super().__init__(space, seed=seed, mode=mode)
@@ -141,6 +146,9 @@ class Combo(Strategy):
         if warp not in WARPS:
             raise ValueError(f"combo: option warp must be one of {WARPS}, got {warp!r}")
         self.warp = warp
+        if mo_acquisition not in MO_ACQUISITIONS:
+            raise ValueError(f"combo: option mo_acquisition must be one of {MO_ACQUISITIONS}, got {mo_acquisition!r}")
+        self.mo_acquisition = mo_acquisition
         if num_threads is not None:
             _check_int("num_threads", num_threads, 1)
         self.num_threads = num_threads
@@ -150,13 +158,14 @@ class Combo(Strategy):
         self.samples: list[list[float]] = []  # hyperparameter samples of the last fit
         self.samples_for: int | None = None  # n_told when they were made
         self.burned_in = False
+        self.mo_chains: list[list[float] | None] = [None] * self.n_objectives  # ehvi: each objective's chain
         self._warned_successes: int | None = None
 
     @property
     def options(self) -> dict[str, Any]:
         return {"n_initial": self.n_initial, "fit": self.fit, "n_samples": self.n_samples, "n_burn": self.n_burn,
                 "n_spray": self.n_spray, "n_starts": self.n_starts, "n_exhaustive": self.n_exhaustive,
-                "incumbent": self.incumbent, "warp": self.warp}
+                "incumbent": self.incumbent, "warp": self.warp, "mo_acquisition": self.mo_acquisition}
 
     # -- ask ----------------------------------------------------------------------------------------
     def propose(self) -> Assignment:
@@ -192,6 +201,8 @@ class Combo(Strategy):
     def _suggest(self, ok: list[tuple[Key, Any]], taken: set[Key]) -> Assignment:
         x = torch.tensor([k for k, _ in ok], dtype=torch.float64)
         scores = torch.tensor([s for _, s in ok], dtype=torch.float64)
+        if self.multi_objective and self.mo_acquisition == "ehvi":
+            return self._suggest_ehvi(x, scores, taken)
         if self.multi_objective:
             scores = self._parego(scores)
         spread = float(scores.std())
@@ -230,6 +241,68 @@ class Combo(Strategy):
         warnings.warn("combo: every point the acquisition search reached is evaluated or pending; proposing a "
                       "random unseen assignment", ComboWarning, stacklevel=3)
         return self._random(taken)
+
+    def _standardised(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores as the GP sees them: warped or standardised (zeros where they are all equal)."""
+        spread = float(scores.std())
+        if not spread > 1e-12 * max(1.0, float(scores.abs().max())):
+            return torch.zeros_like(scores)
+        if self.warp == "yeo-johnson":
+            return torch.from_numpy(_yeo_johnson(scores.numpy()))
+        return (scores - scores.mean()) / spread
+
+    def _suggest_ehvi(self, x: torch.Tensor, scores: torch.Tensor, taken: set[Key]) -> Assignment:
+        """One GP per objective (its own chain / MAP fit), the maximiser of EHVI over them (`multi.py`);
+        pending points fantasised at each GP's posterior mean (Kriging believer)."""
+        from nas.pareto import non_dominated
+        from nas.strategies.combo.multi import ehvi
+
+        generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
+        ys = torch.stack([self._standardised(scores[:, k]) for k in range(scores.shape[1])], dim=1)
+        models, fantasies = [], []
+        xp = torch.tensor(self.pending, dtype=torch.float64) if self.pending else None
+        for k in range(ys.shape[1]):
+            thetas = torch.tensor(self._objective_samples(k, GPData(x, ys[:, k])), dtype=torch.float64)
+            n = len(thetas)
+            model = ComboGP(self.spectrum, x, ys[:, k].expand(n, -1), thetas)
+            if xp is not None:
+                fantasy, _ = model.marginals(xp)
+                model = ComboGP(self.spectrum, torch.cat([x, xp]), torch.cat([ys[:, k].expand(n, -1), fantasy], 1),
+                                thetas)
+                fantasies.append(fantasy.mean(0))
+            models.append(model)
+        y_all = ys if xp is None else torch.cat([ys, torch.stack(fantasies, dim=1)])
+        self.burned_in = True
+        acq = ehvi(models, y_all)
+        if self.space.size() <= self.n_exhaustive:
+            points, _ = exhaustive(acq, self.spectrum)
+        else:
+            front = [i for i, keep in enumerate(non_dominated(ys.tolist())) if keep]
+            best = x[front[:max(1, self.n_starts // 4)]].long()
+            points, _ = local_search(acq, self.spectrum, best, self.n_spray, self.n_starts, generator)
+        for row in points.tolist():
+            if tuple(row) not in taken:
+                return key_assignment(self.space, tuple(row))
+        warnings.warn("combo: every point the acquisition search reached is evaluated or pending; proposing a "
+                      "random unseen assignment", ComboWarning, stacklevel=3)
+        return self._random(taken)
+
+    def _objective_samples(self, k: int, data: GPData) -> list[list[float]]:
+        """Hyperparameter samples of objective k's GP: its chain continued (burn-in at the first fit), or a
+        MAP fit warm-started from the last one."""
+        post = HyperPosterior(self.spectrum, data)
+        d = self.spectrum.d
+        chain = self.mo_chains[k]
+        start = post.feasible(chain if chain is not None else initial_theta(d))
+        if self.fit == "map":
+            starts = [start] if chain is None else [start, post.feasible(initial_theta(d))]
+            samples = [post.fit_map(starts)]
+        else:
+            if not self.burned_in and self.n_burn:
+                start = post.sample(start, self.n_burn, self.rng)[-1]
+            samples = post.sample(start, self.n_samples, self.rng)
+        self.mo_chains[k] = list(samples[-1])
+        return samples
 
     def _parego(self, scores: torch.Tensor) -> torch.Tensor:
         """ParEGO: the augmented Chebyshev scalarisation of the (n, m) scores, with weights drawn uniformly
@@ -270,7 +343,7 @@ class Combo(Strategy):
     def _extra_state(self) -> dict[str, Any]:
         return {"options": self.options, "observations": [[list(k), v] for k, v in self.observations],
                 "chain": self.chain, "samples": self.samples,
-                "samples_for": self.samples_for, "burned_in": self.burned_in}
+                "samples_for": self.samples_for, "burned_in": self.burned_in, "mo_chains": self.mo_chains}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = {**ADDED_OPTIONS, **state.get("options", {})} if state.get("name") == self.name else self.options
@@ -289,3 +362,5 @@ class Combo(Strategy):
         self.samples = [[float(v) for v in s] for s in state["samples"]]
         self.samples_for = state["samples_for"]
         self.burned_in = bool(state["burned_in"])
+        chains = state.get("mo_chains") or [None] * self.n_objectives
+        self.mo_chains = [None if c is None else [float(v) for v in c] for c in chains]
