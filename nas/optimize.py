@@ -113,6 +113,10 @@ def optimize(objective: Callable[[Assignment], float], space: SearchSpace | Iter
     Exception; KeyboardInterrupt stops the run), returns NaN or returns something that is not a number is
     recorded as a failed evaluation with the error text, the strategy is told None, and the loop goes on.
     """
+    if not isinstance(mode, str):
+        raise ValueError(f"optimize: one objective, mode 'max' or 'min', got {mode!r}; for several objectives (a "
+                         "Pareto front) ask and tell a strategy yourself, make_strategy(..., mode=[...]), or run "
+                         "`nas search --objective ...`")
     if not callable(objective):
         raise TypeError(f"optimize: objective must be callable, got {type(objective).__name__}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
