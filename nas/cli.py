@@ -301,7 +301,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from nas.search import SearchInterrupted, raise_on_signal, ray_session, resume_command, run_search
+    from nas.ray_cluster import raise_on_signal, ray_session
+    from nas.search import SearchInterrupted, resume_command, run_search
 
     cfg = search_config_from_args(args)
     # SIGTERM stops the driver as Ctrl-C does: the trials in flight are stopped, Ray is shut down, the
@@ -559,7 +560,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from nas.latency_table import LatencyTableError
     from nas.objectives import ObjectiveError
     from nas.ops import OpError
-    from nas.search import SearchError
+    from nas.ray_cluster import SearchError
     from nas.space import SpaceError
     from nas.train_settings import SettingsError
 

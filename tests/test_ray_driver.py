@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.search import SearchError, check_resources, trial_concurrency
+from nas.ray_cluster import SearchError, check_resources, trial_concurrency
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO.parent / "shared/data/nb201/nb201.csv"
@@ -211,10 +211,10 @@ def test_joining_a_cluster_checks_its_nodes(foreign, tmp_path):
 
 
 def test_an_address_that_answers_but_not_as_ray_fails_within_seconds(foreign):
-    from nas.search import _reachable_address
+    from nas.ray_cluster import reachable_address
 
     root, address, _ = foreign
-    assert _reachable_address(address).endswith(address.rsplit(":", 1)[1])  # the real head passes the probe
+    assert reachable_address(address).endswith(address.rsplit(":", 1)[1])  # the real head passes the probe
     for answer in (None, b"HTTP/1.0 400 Bad request\r\n\r\n"):  # silent, or another protocol
         server = socket.socket()
         server.bind(("127.0.0.1", 0))
@@ -237,7 +237,7 @@ def test_an_address_that_answers_but_not_as_ray_fails_within_seconds(foreign):
         started = time.monotonic()
         try:
             with pytest.raises(SearchError, match=rf"--address 127.0.0.1:{port}: .*(not as a Ray|within 3 s)"):
-                _reachable_address(f"127.0.0.1:{port}")
+                reachable_address(f"127.0.0.1:{port}")
         finally:
             server.close()
         assert time.monotonic() - started < 5
@@ -348,7 +348,7 @@ def test_private_instance_interrupted_by_sigint_and_sigterm_then_resumed(foreign
 def test_an_existing_connection_is_used_and_kept(cluster):
     import ray
 
-    from nas.search import connect_ray, ray_session, release_ray
+    from nas.ray_cluster import connect_ray, ray_session, release_ray
 
     with ray_session():
         line = connect_ray(None)
