@@ -327,7 +327,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return stopped.exit_code
     best = outcome.best
     print()
-    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed) in {outcome.folder}: "
+    oom = f", {outcome.n_oom} of them out of memory" if outcome.n_oom else ""
+    print(f"{len(outcome.records)} evaluations ({outcome.n_failed} failed{oom}) in {outcome.folder}: "
           f"{outcome.n_trained} architectures trained to the end, {outcome.n_stopped} stopped early (ASHA, not "
           f"ranked), {outcome.n_cached} answered from cache; {outcome.n_rejected} proposals rejected before "
           "training (over the size limits or impossible to build; no budget used)")

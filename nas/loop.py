@@ -32,7 +32,8 @@ flight is *deferred* (`next` returns `LATER`, "nothing now, ask again later", as
 from the moment it is asked, so the budget is exact: `n_done + in_flight + deferred` never exceeds it.
 A sequential executor (`run_in_process`) has nothing in flight when it asks, so it never sees `LATER`.
 
-Statuses (`Outcome.status`): "ok" (a complete evaluation), "failed" (``error`` says why), "rejected"
+Statuses (`Outcome.status`): "ok" (a complete evaluation), "failed" (``error`` says why), "oom" (a failure
+of its own kind: out of memory, also when the executor ran it again alone; told as a failure), "rejected"
 (never evaluated, uses no budget, not journaled) and "stopped": the executor's scheduler stopped the
 evaluation early (ASHA, ``--asha``) at a lower fidelity (the epoch reached is in ``extra["epoch"]``).
 A stopped outcome's ``value`` is its partial value (the metric at the epoch it reached). The strategy is
@@ -58,6 +59,7 @@ from nas.space import Assignment, SpaceError
 from nas.strategies.base import Strategy
 
 OK, FAILED, REJECTED, STOPPED = "ok", "failed", "rejected", "stopped"
+OOM = "oom"  # a failure: the evaluation ran out of memory, also when the executor ran it again alone
 VALUED = (OK, STOPPED)  # statuses whose value the strategy is told (a stopped one's is partial)
 MAX_REJECTIONS_IN_A_ROW = 2000
 

@@ -223,13 +223,18 @@ def check_resources(cpus: float, gpus: float, nodes: list[dict[str, Any]], what:
                           "a trial runs on one node")
 
 
-def trial_concurrency(cpus: float, gpus: float, totals: dict[str, float]) -> int:
-    """Trials the cluster runs at once: over each resource a trial asks for, floor(cluster total / per
-    trial), the least of them, and at least 1."""
+def trial_concurrency(cpus: float, gpus: float, nodes: list[dict[str, float]] | dict[str, float]) -> int:
+    """Trials the cluster can run at once: on each node, over each resource a trial asks for, floor(node's
+    amount / per trial), the least of them; summed over the nodes (a trial runs on one node, so two nodes of 3
+    CPUs hold two 2-CPU trials, not three); at least 1. `nodes` is `cluster_nodes()`, or one dict of amounts
+    ("CPU", "GPU") for a single node."""
     import math
 
-    fits = [math.floor(totals.get(k, 0.0) / v + 1e-9) for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0]
-    return max(1, min(fits) if fits else int(totals.get("CPU", 1.0)))
+    def on(node: dict[str, float]) -> int:
+        fits = [math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0]
+        return min(fits) if fits else int(node.get("CPU", 1.0))
+
+    return max(1, sum(on(n) for n in ([nodes] if isinstance(nodes, dict) else nodes)))
 
 
 class StopRequest:

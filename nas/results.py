@@ -164,7 +164,7 @@ class RunFolder:
         ok = self.ranked(trained, mode)
         stopped = sorted((r for r in trained if r.get("status") == "stopped" and _finite(r.get("value"))),
                          key=lambda r: r["value"], reverse=(mode == "max"))
-        n_failed = sum(r.get("status") == "failed" and not r.get("cached") for r in records)
+        n_failed = sum(r.get("status") in ("failed", "oom") and not r.get("cached") for r in records)  # oom: a failure
         n_cached = sum(bool(r.get("cached")) for r in records)
         lines = [f"# Leaderboard ({metric}, {mode}; {len(ok)} architectures trained, {len(stopped)} stopped "
                  f"early, {n_failed} failed, {n_cached} cached answers)", "",

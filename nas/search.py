@@ -32,6 +32,7 @@ from nas.loop import (
     FAILED,
     LATER,
     OK,
+    OOM,
     STOPPED,
     AskTellLoop,
     BuildArchitecture,
@@ -99,7 +100,12 @@ class SearchOutcome:
 
     @property
     def n_failed(self) -> int:
-        return self._count(FAILED)
+        """Failures of every kind, out of memory (`n_oom`) included."""
+        return self._count(FAILED) + self._count(OOM)
+
+    @property
+    def n_oom(self) -> int:
+        return self._count(OOM)
 
     @property
     def n_cached(self) -> int:
@@ -180,6 +186,8 @@ class RunJournal:
             what = f"{rec['value']:.4f}"
         elif rec["status"] == STOPPED:
             what = f"{rec['value']:.4f} STOPPED early at epoch {rec.get('epoch')}/{self.cfg.train.epochs} (not ranked)"
+        elif rec["status"] == OOM:
+            what = f"OUT OF MEMORY, also alone ({(rec.get('error') or '')[:80]})"
         else:
             what = f"FAILED ({(rec.get('error') or '')[:80]})"
         best = f"{self.best['value']:.4f}" if self.best else "-"
@@ -194,17 +202,39 @@ class RunJournal:
                  f"ETA {_hms(eta)}")
 
 
+ALONE = "alone"  # a trial config's key: run this trial alone on whole GPUs (`trial_resources`)
+
+
+@dataclass
+class PendingTrial:
+    """A trial the driver proposed and waits for: its proposal, when it was proposed and when it started
+    running (None while it waits for resources), how many evaluations were on record when it was proposed, and
+    the id of the trial it retries (after that one ran out of memory)."""
+
+    proposal: Proposal
+    proposed: float
+    n_on_record: int
+    started: float | None = None
+    retry_of: str | None = None
+
+
 class SearchState:
     """The driver's state between Tune callbacks: the search loop, its journal and the trials in flight.
 
-    `next_config` and `trial_finished` are what Tune's Searcher calls (`_make_searcher`); they are plain
-    methods, so the bookkeeping is tested without Ray. Proposals that fail to build, or that repeat an
-    evaluated architecture, are journaled without a trial (a failure, or the earlier result marked
-    cached) and count toward the budget; proposals over max_params / max_flops, or that the space cannot
-    build (`SpaceError`), are rejected before evaluation (told to the strategy as rejections), counted in
-    `n_rejected`, and use no budget. A proposal repeating an architecture in flight gets no trial: it waits
-    for that trial and is answered from it (`next_config` returns `LATER`). A trial ASHA stops early is
-    recorded with status "stopped" and the epoch it reached."""
+    `next_config`, `trial_started` and `trial_finished` are what Tune's Searcher and callbacks call
+    (`_make_searcher`, `_make_trial_callback`); they are plain methods, so the bookkeeping is tested without
+    Ray. Proposals that fail to build, or that repeat an evaluated architecture, are journaled without a trial
+    (a failure, or the earlier result marked cached) and count toward the budget; proposals over max_params /
+    max_flops, or that the space cannot build (`SpaceError`), are rejected before evaluation (told to the
+    strategy as rejections), counted in `n_rejected`, and use no budget. A proposal repeating an architecture
+    in flight gets no trial: it waits for that trial and is answered from it (`next_config` returns `LATER`).
+    A trial ASHA stops early is recorded with status "stopped" and the epoch it reached.
+
+    A trial that ran out of memory (status "oom") is not told yet: its proposal runs once more, alone (its
+    config carries ``ALONE``, for which `trial_resources` asks whole GPUs, so no other trial shares them), as
+    the next trial proposed; if that one runs out of memory too the outcome is "oom" (a failure), else the
+    retry's result. ``trial_seconds`` is the time from the trial's start (not its proposal: queueing for
+    resources is not its cost) to its end."""
 
     def __init__(self, cfg: SearchConfig, space: SearchSpace, strategy: Strategy, folder: RunFolder,
                  evaluation: Evaluation, log: Callable[[str], None],
@@ -229,7 +259,9 @@ class SearchState:
         wrappers = [BuildArchitecture(build), Measure(needed, latency),
                     Constraints(cfg.max_params, cfg.max_flops, self.rules_before), self.dedup]
         self.loop = AskTellLoop(strategy, wrappers, self.journal, budget=cfg.budget, n_done=len(self.records))
-        self.pending: dict[str, tuple[Proposal, float]] = {}
+        self.pending: dict[str, PendingTrial] = {}
+        self.to_retry: list[tuple[Proposal, str]] = []  # (proposal, trial id) of trials out of memory, to rerun
+        self.reported_failure: dict[str, str] = {}  # trial id -> the failure it reported before its worker raised
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -258,9 +290,18 @@ class SearchState:
     def by_arch(self) -> dict[str, tuple]:
         return self.dedup.first
 
+    def idle(self) -> bool:
+        """Nothing in flight, deferred or waiting to be run again: once the budget is committed, the end."""
+        return not self.pending and not self.to_retry and self.loop.in_flight == 0 and self.loop.n_deferred == 0
+
     def next_config(self, trial_id: str) -> Any:
-        """A trial config for the strategy's next proposal; `LATER` when that proposal repeats an
-        architecture in flight (deferred: no trial now, ask again later); None when the budget is committed."""
+        """A trial config: a proposal to run again alone (out of memory) first, else the strategy's next
+        proposal; `LATER` when that proposal repeats an architecture in flight (deferred: no trial now, ask again
+        later); None when the budget is committed."""
+        if self.to_retry:
+            p, first = self.to_retry.pop(0)
+            self.pending[trial_id] = PendingTrial(p, time.monotonic(), len(self.records), retry_of=first)
+            return {**self.evaluation.trial_config(p), ALONE: True}
         try:
             p = self.loop.next(tag=trial_id)
         except TooManyRejections as e:
@@ -268,20 +309,45 @@ class SearchState:
                               "options if that reason is a build error") from None
         if p is None or p is LATER:
             return p
-        self.pending[trial_id] = (p, time.monotonic())
+        self.pending[trial_id] = PendingTrial(p, time.monotonic(), len(self.records))
         return self.evaluation.trial_config(p)
+
+    def trial_started(self, trial_id: str) -> None:
+        """The trial got its resources and started (again, after a restart: the time counts from then)."""
+        if trial_id in self.pending:
+            self.pending[trial_id].started = time.monotonic()
+
+    def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """An intermediate result: a failure reported before the worker raised is kept for the record."""
+        if result.get("status") in (FAILED, OOM) and result.get("error"):
+            self.reported_failure[trial_id] = str(result["error"])
 
     def trial_finished(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         if trial_id not in self.pending:
             return  # a late duplicate report, or a trial of another session
-        p, started = self.pending.pop(trial_id)
+        t = self.pending.pop(trial_id)
+        p, reported = t.proposal, self.reported_failure.pop(trial_id, None)
         metrics = {**p.info.get("metrics", {}),  # known before evaluation (latency from a table, counts)
                    **{k: v for k, v in (result or {}).items() if _is_metric(k, v)}}
-        extra = {"train": asdict(self.cfg.train), "trial_seconds": round(time.monotonic() - started, 3)}
+        extra: dict[str, Any] = {"train": asdict(self.cfg.train),
+                                 "trial_seconds": round(time.monotonic() - (t.started or t.proposed), 3),
+                                 "proposed_after": t.n_on_record}
+        if t.retry_of is not None:
+            p.tag = trial_id  # the record names the trial that ran last (its checkpoint is that trial's)
+            extra["retry_of"] = t.retry_of
+        status = None if error or result is None else (result.get("status") or metrics.get("status"))
+        if status == OOM and t.retry_of is None:
+            self.to_retry.append((p, trial_id))
+            self.log(f"trial {trial_id} ran out of memory ({str(result.get('error', ''))[:120]}); running it again "
+                     "alone")
+            return
         if error or result is None:
-            o = Outcome(FAILED, None, metrics, "the trial's worker raised or died (after retries); see the Ray "
-                        "trial logs", extra=extra)
-        elif metrics.get("status") == FAILED or result.get("status") == FAILED:
+            why = f": {reported}" if reported else "; see the Ray trial logs"
+            o = Outcome(FAILED, None, metrics, f"the trial's worker raised or died (after retries){why}", extra=extra)
+        elif status == OOM:
+            o = Outcome(OOM, None, metrics, f"out of memory, also when run again alone: {result.get('error', '')}",
+                        extra=extra)
+        elif status == FAILED:
             o = Outcome(FAILED, None, metrics, str(result.get("error", "candidate failed")), extra=extra)
         else:
             names = ", ".join(o.metric for o in self.objectives)
@@ -297,6 +363,19 @@ class SearchState:
             # ones (a trial ending at its own --max-seconds, without ASHA, is complete under its settings)
             o = Outcome(STOPPED, o.value, metrics, extra={**extra, "stopped_early": True, "epoch": epoch})
         self.loop.finish(p, o)
+
+
+def trial_resources(cpus: float, gpus: float) -> Callable[[dict[str, Any]], dict[str, float]]:
+    """A trial's resources from its config: `cpus` CPUs and `gpus` GPUs, or for a trial run again ``ALONE``
+    (after running out of memory) whole GPUs, at least one (`gpus` of 0.25 becomes 1), so that no other trial
+    shares them."""
+    import math
+
+    def of(config: dict[str, Any]) -> dict[str, float]:
+        alone = bool(config.get(ALONE)) and gpus > 0
+        return {"cpu": cpus, "gpu": float(max(1, math.ceil(gpus - 1e-9))) if alone else gpus}
+
+    return of
 
 
 def _is_metric(key: str, value: Any) -> bool:
@@ -332,11 +411,16 @@ def _make_searcher(state: SearchState, stop: Any = None):
             config = self.state.next_config(trial_id)
             if config is LATER:  # a duplicate of a trial in flight waits for it: nothing now, ask again
                 return None
-            return Searcher.FINISHED if config is None else config
+            if config is None:  # the budget is committed; finished once nothing may still need a trial (a rerun)
+                return Searcher.FINISHED if self.state.idle() else None
+            return config
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self.state.trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if stop is not None and stop.signum is not None and (
-                    error or result is None or result.get("status") == FAILED):
+                    error or result is None or result.get("status") in (FAILED, OOM)):
                 return  # after SIGINT / SIGTERM a failure may be the signal's doing: not an evaluation
             self.state.trial_finished(trial_id, result, error)
 
@@ -368,6 +452,9 @@ def _make_trial_callback(state: SearchState):
         """Record where each finished trial's checkpoint is (``checkpoints.jsonl`` in the run folder), copy
         the best trial's weights into the run folder as it appears, and log the evaluation's per-epoch
         progress lines where it has them."""
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            state.trial_started(trial.trial_id)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             line = state.evaluation.epoch_line(result)
@@ -694,8 +781,13 @@ def run_trials(state: SearchState, session: str = "session") -> None:
             if local:
                 check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, local, "this machine")
         state.log(connect_ray(cfg.address))
-        check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cluster_nodes())
-        workers = cfg.workers or trial_concurrency(cfg.cpus_per_trial, cfg.gpus_per_trial, ray.cluster_resources())
+        nodes = cluster_nodes()
+        check_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, nodes)
+        capacity = trial_concurrency(cfg.cpus_per_trial, cfg.gpus_per_trial, nodes)
+        workers = min(cfg.workers or capacity, capacity)
+        if cfg.workers and cfg.workers > capacity:  # more would wait for resources, proposed from a stale population
+            state.log(f"note: --workers {cfg.workers}, but the cluster runs {capacity} such trial(s) at once; "
+                      f"running {capacity}")
         scheduler = None
         if cfg.asha:
             from ray.tune.schedulers import ASHAScheduler
@@ -704,13 +796,13 @@ def run_trials(state: SearchState, session: str = "session") -> None:
             scheduler = ASHAScheduler(time_attr="epoch", metric=first.metric, mode=first.mode,
                                       max_t=max(cfg.train.epochs, 1),
                                       grace_period=1, reduction_factor=3)
-        resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+        resources = trial_resources(cfg.cpus_per_trial, cfg.gpus_per_trial)
         storage = (state.folder.path / "ray").resolve()
         name = f"{session}-{len(list(storage.glob(f'{session}-*'))) if storage.exists() else 0}"
         tuner = tune.Tuner(
             tune.with_resources(state.evaluation.trainable(), resources),
             tune_config=tune.TuneConfig(search_alg=_make_searcher(state, stop),
-                                        num_samples=max(cfg.budget - len(state.records), 1), scheduler=scheduler,
+                                        num_samples=-1, scheduler=scheduler,  # the searcher says when it ends
                                         max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(

@@ -58,6 +58,8 @@ class TrainSettings:
     # run time
     amp: bool | None = _setting(None, "mixed precision (bf16, else fp16); default: on with CUDA")
     channels_last: bool | None = _setting(None, "channels-last memory format; default: on with CUDA")
+    deterministic: bool = _setting(False, "deterministic GPU kernels (cuDNN deterministic, no benchmarking, "
+                                          "torch.use_deterministic_algorithms); slower; default: cuDNN benchmark")
     max_seconds: float | None = _setting(None, "stop a candidate (after evaluating) once it has trained this many "
                                                 "seconds")
     eval_batch_size: int = _setting(512, "batch size of evaluation")
@@ -134,6 +136,8 @@ class TrainSettings:
         for name in ("amp", "channels_last"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise bad(name, "None, true or false")
+        if not isinstance(self.deterministic, bool):
+            raise bad("deterministic", "true or false")
         limit = self.max_seconds
         if limit is not None and not (is_number(limit) and limit > 0):
             raise bad("max_seconds", "None or a positive number")

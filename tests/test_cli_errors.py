@@ -170,7 +170,7 @@ def run_here(state, session="session"):
     look_up = state.evaluation.in_process()
     i = len(state.records)
     while state.next_config(f"here{i}") is not None:
-        o = look_up(state.pending[f"here{i}"][0])
+        o = look_up(state.pending[f"here{i}"].proposal)
         state.trial_finished(f"here{i}", {**o.metrics, "status": o.status, "val_accuracy": o.value}, False)
         i += 1
 

@@ -146,7 +146,7 @@ def test_a_duplicate_of_a_trial_in_flight_waits_for_it_and_is_answered_from_it(t
     assert state.next_config("t2")["assignment"] == A(4)
     assert state.next_config("t3")["assignment"] == A(8)
     assert state.next_config("t4") is None  # budget committed: 3 trials + 1 deferred
-    arch_ids = [p.arch_id for p, _ in state.pending.values()]
+    arch_ids = [t.proposal.arch_id for t in state.pending.values()]
     assert len(arch_ids) == len(set(arch_ids)) == 3
     report(state, "t2", 0.6)
     report(state, "t0", 0.5)  # answers the deferred one right after it

@@ -158,6 +158,9 @@ def test_resource_checks_name_the_resource():
     assert trial_concurrency(2, 0.5, {"CPU": 16.0, "GPU": 2.0}) == 4  # GPUs bound it, not CPUs
     assert trial_concurrency(1, 0.1, {"CPU": 16.0, "GPU": 1.0}) == 10  # 1.0 / 0.1 is 9.999...
     assert trial_concurrency(4, 0, {"CPU": 2.0}) == 1
+    # a trial runs on one node: counted node by node, not from the cluster's totals (which say 3 and 4)
+    assert trial_concurrency(2, 0, [{"CPU": 3.0, "GPU": 0.0}, {"CPU": 3.0, "GPU": 0.0}]) == 2
+    assert trial_concurrency(2, 1, [{"CPU": 16.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 3.0}]) == 2
 
 
 # ---------------------------------------------------------------------------------------------------

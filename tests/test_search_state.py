@@ -116,3 +116,66 @@ def test_torn_last_line_is_dropped_but_corruption_elsewhere_raises(tmp_path):
     folder.append({"trial_id": "c", "status": "ok", "value": 1.0, "assignment": {}})
     with pytest.raises(ValueError, match="line 2 .*corrupted"):
         folder.records()
+
+
+def test_out_of_memory_runs_again_alone_once_before_the_strategy_hears_of_it(tmp_path):
+    from nas.search import ALONE, trial_resources
+
+    state = make_state(tmp_path, budget=2)
+    first, other = state.next_config("t0"), state.next_config("t1")
+    assert state.next_config("t2") is None and not state.idle()  # budget committed, t0 and t1 in flight
+    state.trial_finished("t0", {"status": "oom", "error": "OutOfMemoryError: CUDA out of memory",
+                                "val_accuracy": float("nan")}, error=False)
+    assert state.records == [] and state.strategy.n_told == 0 and not state.idle()  # not told yet
+    again = state.next_config("t2")  # the next trial is the rerun, before anything new is proposed
+    assert again[ALONE] is True and again["assignment"] == first["assignment"]
+    assert trial_resources(1, 0.25)(again) == {"cpu": 1, "gpu": 1.0}  # a whole GPU: no other trial on it
+    assert trial_resources(1, 2)(again) == {"cpu": 1, "gpu": 2.0} and trial_resources(2, 0)(again)["gpu"] == 0
+    assert trial_resources(1, 0.25)(other) == {"cpu": 1, "gpu": 0.25}
+    state.trial_finished("t2", {"status": "oom", "error": "OutOfMemoryError: CUDA out of memory (again)",
+                                "val_accuracy": float("nan")}, error=False)
+    [rec] = state.records
+    assert rec["status"] == "oom" and rec["trial_id"] == "t2" and rec["retry_of"] == "t0" and rec["value"] is None
+    assert "also when run again alone" in rec["error"] and "(again)" in rec["error"]
+    assert state.strategy.n_told == 1  # told as a failure, once
+    finish(state, "t1")
+    assert state.idle() and state.next_config("t3") is None
+    leaderboard = (tmp_path / "leaderboard.md").read_text()
+    assert "1 failed" in leaderboard
+
+
+def test_a_rerun_alone_that_fits_is_the_result(tmp_path):
+    state = make_state(tmp_path, budget=1)
+    state.next_config("t0")
+    state.trial_finished("t0", {"status": "oom", "error": "OutOfMemoryError: CUDA out of memory"}, error=False)
+    state.next_config("t1")
+    finish(state, "t1", 0.7)
+    [rec] = state.records
+    assert rec["status"] == "ok" and rec["value"] == 0.7 and rec["trial_id"] == "t1" and rec["retry_of"] == "t0"
+    assert json.loads((tmp_path / "best.json").read_text())["trial_id"] == "t1"  # its weights are t1's
+
+
+def test_trial_seconds_count_from_the_start_not_the_proposal(tmp_path, monkeypatch):
+    import nas.search
+
+    now = [100.0]
+    monkeypatch.setattr(nas.search.time, "monotonic", lambda: now[0])
+    state = make_state(tmp_path, budget=2)
+    state.next_config("t0")
+    now[0] = 160.0  # a minute waiting for resources
+    state.trial_started("t0")
+    now[0] = 165.5
+    finish(state, "t0")
+    state.next_config("t1")
+    now[0] = 170.0
+    finish(state, "t1")  # never seen starting (no callback): from its proposal
+    assert [r["trial_seconds"] for r in state.records] == [5.5, 4.5]
+    assert [r["proposed_after"] for r in state.records] == [0, 1]
+
+
+def test_a_worker_that_raised_after_reporting_a_failure_is_recorded_with_it(tmp_path):
+    state = make_state(tmp_path, budget=1)
+    state.next_config("t0")
+    state.trial_result("t0", {"status": "failed", "error": "AcceleratorError: CUDA error: an illegal memory access"})
+    state.trial_finished("t0", None, error=True)
+    assert "illegal memory access" in state.records[0]["error"] and state.records[0]["status"] == "failed"

@@ -19,7 +19,7 @@ WORKER_DEFAULTS = {
     "dataset": "digits", "data_root": None, "data_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2,
     "epochs": 3, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "momentum": 0.9,
     "label_smoothing": 0.0, "schedule": "cosine", "seed": 0, "aux_weight": 0.3, "amp": None, "channels_last": None,
-    "max_seconds": None, "eval_batch_size": 512, "bn_recalibration": 256, "checkpoint_every": 0,
+    "deterministic": False, "max_seconds": None, "eval_batch_size": 512, "bn_recalibration": 256, "checkpoint_every": 0,
     "latency_reps": 20, "latency_batch_size": 1,
 }
 # a valid value other than the default, for every setting
@@ -27,16 +27,16 @@ OTHER = {
     "dataset": "cifar10", "data_root": "/data/cifar", "data_seed": 7, "val_fraction": 0.1, "test_fraction": 0.3,
     "epochs": 5, "batch_size": 32, "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.001, "momentum": 0.8,
     "label_smoothing": 0.1, "schedule": "constant", "seed": 4, "aux_weight": 0.5, "amp": True, "channels_last": False,
-    "max_seconds": 60.0, "eval_batch_size": 256, "bn_recalibration": 0, "checkpoint_every": 2, "latency_reps": 0,
-    "latency_batch_size": 4,
+    "deterministic": True, "max_seconds": 60.0, "eval_batch_size": 256, "bn_recalibration": 0, "checkpoint_every": 2,
+    "latency_reps": 0, "latency_batch_size": 4,
 }
 # an invalid value for every setting
 BAD = {
     "dataset": "", "data_root": 3, "data_seed": -1, "val_fraction": 0.0, "test_fraction": 1.0, "epochs": 0,
     "batch_size": 1.5, "optimizer": "adam", "lr": 0.0, "weight_decay": -1.0, "momentum": math.nan,
     "label_smoothing": 1.0, "schedule": "step", "seed": True, "aux_weight": -0.1, "amp": "yes", "channels_last": 1,
-    "max_seconds": 0, "eval_batch_size": 0, "bn_recalibration": -1, "checkpoint_every": -1, "latency_reps": -1,
-    "latency_batch_size": 0,
+    "deterministic": None, "max_seconds": 0, "eval_batch_size": 0, "bn_recalibration": -1, "checkpoint_every": -1,
+    "latency_reps": -1, "latency_batch_size": 0,
 }
 
 

@@ -10,7 +10,8 @@ DARTS' plan (`nas.darts.plan`) runs as a one-proposal search. Config contract (w
                         data_root, data_seed, val_fraction, test_fraction)
 
 The worker needs no search space: the supernet graph says everything. It splits the data set's training
-split into two seeded halves (weights, alphas; `workers.darts_bilevel.split_halves`), and after every epoch
+split into two seeded halves (weights, alphas; `workers.darts_bilevel.split_indices`: index sets into the one
+copy of the data on the device), and after every epoch
 calls ``ray.tune.report`` with the epoch's metrics (epoch, train_loss/accuracy on the weight half,
 search_loss/accuracy on the alpha half, val_loss/accuracy of the supernet, lr, epoch_seconds, steps;
 tau with Gumbel sampling), status="ok", supernet_params and ``alphas_json`` (variable -> softmax
@@ -20,13 +21,12 @@ hold ``supernet.pt`` (state dict), ``search_state.pth`` (optimizers, RNG, histor
 last checkpoint.
 
 A search that fails (a supernet that cannot be built or mismatches the data, a NaN loss, out of memory)
-makes one final report with status="failed" and error="<type>: <message>", as `workers.trainable` does
-for candidates; errors raised by Ray while reporting are not caught.
+makes one final report with status="failed" (or "oom") and error="<type>: <message>", as `workers.trainable`
+does for candidates (`run_trial`); errors raised by Ray while reporting are not caught.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import tempfile
 from pathlib import Path
@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from nas.evaluation import DataInfo, Evaluation
-from workers.trainable import _limit_threads, _report, _ReportError, cached_dataset, resolve_data_root, train_settings
-from workers.training import default_device
+from workers.devices import trial_devices
+from workers.trainable import _limit_threads, _report, cached_dataset, resolve_data_root, run_trial, train_settings
 
 SUPERNET_FILE = "supernet.pt"
 STATE_FILE = "search_state.pth"
@@ -44,28 +44,16 @@ HISTORY_FILE = "darts_history.json"
 
 
 def darts_search_trial(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable: build `config["supernet"]`, search, report every epoch."""
-    from ray import tune
-
-    progress: dict[str, Any] = {"epoch": 0}
-    try:
-        _search(config, progress, tune)
-        return
-    except _ReportError as e:
-        raise e.__cause__ from None
-    except Exception as e:  # the search failed; report it (the driver raises with the message)
-        error = f"{type(e).__name__}: {e}"[:2000]
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    tune.report({"status": "failed", "error": error, **progress})
+    """Ray Tune function trainable: build `config["supernet"]`, search, report every epoch (failures as
+    `workers.trainable.run_trial` handles them)."""
+    run_trial(_search, config)
 
 
 def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     from nas.darts.mixed import build_supernet_module
     from nas.darts.settings import DartsSettings
     from nas.graph import from_dict
-    from workers.darts_bilevel import BilevelSearch, split_halves
+    from workers.darts_bilevel import BilevelSearch
 
     for key in ("supernet", "darts"):
         if key not in config:
@@ -74,7 +62,9 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     t = train_settings(config.get("train"))
     g = from_dict(config["supernet"], "config['supernet']")
     _limit_threads()
-    device = default_device()
+    devices = trial_devices()
+    device = devices.device
+    progress["device"] = devices.describe()
     data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
                           t["test_fraction"], device)
     if tuple(g.graph["input_shape"]) != tuple(data.input_shape):
@@ -85,8 +75,8 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     if tuple(model.output_shape) != (data.num_classes,):
         raise ValueError(f"the supernet's output shape {list(model.output_shape)} does not match data set "
                          f"{data.name!r}'s {data.num_classes} classes")
-    x_w, y_w, x_a, y_a = split_halves(data.x_train, data.y_train, settings.seed)
-    search = BilevelSearch(model, x_w, y_w, x_a, y_a, settings, device, x_val=data.x_val, y_val=data.y_val)
+    search = BilevelSearch.on_training_split(model, data.x_train, data.y_train, settings, device, x_val=data.x_val,
+                                             y_val=data.y_val)
     progress["supernet_params"] = sum(p.numel() for p in search.weights)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:

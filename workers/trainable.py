@@ -24,13 +24,20 @@ written every `checkpoint_every` epochs and always with the final report (`check
 only, which keeps short trials fast). A trial restarted by Tune resumes
 from `ray.tune.get_checkpoint()`.
 
-Failures: a candidate that cannot be built, mismatches the data, produces a NaN loss or runs out of
-memory does not crash the Ray trial. The trainable catches the exception and makes a final report
-with status="failed", error="<type>: <message>", val_accuracy=NaN (Tune requires the search metric in
-every result; NaN is ignored by Tune's best-result selection and by ASHA's cut-offs) and the epoch it
-reached. The driver records such a trial as failed and the search goes on, without Ray retrying a
-candidate that would fail again the same way. Errors raised by Ray itself while reporting are not
-caught. Data sets are loaded once per worker process and cached, so reused actors skip the load.
+Devices: the trial trains on exactly the GPUs Ray assigned it, on the CPU when it was given none
+(`workers.devices.trial_devices`; reported as ``device``).
+
+Failures (`run_trial`): a candidate that cannot be built, mismatches the data or produces a NaN loss does not
+crash the Ray trial. The trainable catches the exception and makes a final report with status="failed",
+error="<type>: <message>", val_accuracy=NaN (Tune requires the search metric in every result; NaN is ignored
+by Tune's best-result selection and by ASHA's cut-offs) and the epoch it reached. The driver records such a
+trial as failed and the search goes on, without Ray retrying a candidate that would fail again the same way.
+Running out of memory reports status="oom" instead (the driver retries it once alone on a whole GPU before
+it counts). Any other CUDA error leaves the process's CUDA context unusable: after reporting it
+(status="failed"), the trainable raises `WorkerRetired`, so Tune ends this worker process instead of reusing
+it and runs the trial again in a fresh one (up to the search's ``max_failures``). Errors raised by Ray itself
+while reporting are not caught. Data sets are loaded once per worker process and cached, so reused actors
+skip the load.
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ import torch
 from nas.preprocessing import PREPROCESSING_FILE
 from nas.train_settings import TrainSettings
 from workers.datasets import DatasetSplits, load_dataset
-from workers.training import Trainer, default_device, evaluate, measure_latency
+from workers.devices import CUDA, OOM, failure_kind, trial_devices
+from workers.training import Trainer, evaluate, measure_latency
 
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "train_state.pth"  # not *.pt: the driver copies the checkpoint's *.pt file as the weights
@@ -64,6 +72,11 @@ _CACHE_SIZE = 2
 
 class _ReportError(Exception):
     """Ray failed while taking a report: not the candidate's fault, so it must not become status=failed."""
+
+
+class WorkerRetired(RuntimeError):
+    """A CUDA error left this worker process unusable: raised (after the failure was reported) so that Tune
+    ends the process rather than reuse it, and runs the trial again in a fresh one."""
 
 
 def trial_resources(cpus: float = 1.0, gpus: float = 0.0) -> dict[str, float]:
@@ -133,22 +146,32 @@ def load_trained_model(checkpoint_dir: str | Path):
 
 def train_architecture(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: build `config["arch"]`, train it, report every epoch."""
+    run_trial(_train, config, {"val_accuracy": float("nan"), "val_loss": float("nan")})
+
+
+def run_trial(body, config: dict[str, Any], failed_metrics: dict[str, Any] | None = None) -> None:
+    """Run ``body(config, progress, tune)`` as a Tune trial with the failure handling of the module docstring:
+    a failure of the candidate is reported (status "failed", or "oom", with `failed_metrics` and `progress`, the
+    dict `body` keeps up to date); after a CUDA error the process retires (`WorkerRetired`)."""
     from ray import tune
 
     progress: dict[str, Any] = {"epoch": 0}
     try:
-        _train(config, progress, tune)
+        body(config, progress, tune)
         return
     except _ReportError as e:
         raise e.__cause__ from None
     except Exception as e:  # the candidate failed; report it and let the search go on (module docstring)
+        kind = failure_kind(e)
         error = f"{type(e).__name__}: {e}"[:2000]
     gc.collect()  # the exception's frames held the model; free its (GPU) memory before the next trial
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized() and kind != CUDA:
         torch.cuda.empty_cache()
-    failed = {"status": "failed", "error": error, "val_accuracy": float("nan"), "val_loss": float("nan"),
-              **progress}
-    tune.report(failed)
+    status = "oom" if kind == OOM else "failed"
+    tune.report({"status": status, "error": error, **(failed_metrics or {}), **progress})
+    if kind == CUDA:
+        raise WorkerRetired(f"{error} (this worker process's CUDA context is unusable after it: the process ends "
+                            "and the trial runs again in a fresh one)")
 
 
 def _report(tune, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
@@ -181,7 +204,9 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     g = from_dict(config["arch"], "config['arch']")
     progress.update(params=count_params(g), flops=count_flops(g))
     _limit_threads()
-    device = default_device()
+    devices = trial_devices()
+    device = devices.device
+    progress["device"] = devices.describe()
     data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
                           t["test_fraction"], device)
     shape = tuple(g.graph["input_shape"])

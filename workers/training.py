@@ -14,7 +14,9 @@ search's config, its flags and an exported train.py share. Choices, all determin
   `aux_weight` (default 0.3);
 - a non-finite training loss raises `CandidateFailed`. On CUDA the check runs on the device and is
   read every 32 steps to avoid a host sync per step (the step it names is still the first bad one);
-- AMP (bf16 where supported, else fp16 with a GradScaler) and channels-last are on by default on CUDA;
+- AMP (bf16 where the GPU has it natively, compute capability >= 8.0, else fp16 with a GradScaler;
+  `workers.devices.amp_dtype`) and channels-last are on by default on CUDA; cuDNN benchmarking is on unless
+  the ``deterministic`` setting asks for deterministic kernels (`workers.devices.configure_backends`);
 - before each validation, batch-norm running statistics are re-estimated on `bn_recalibration` training
   examples (default 256) with the current weights. Short trials need this: after one epoch the
   momentum-averaged statistics lag the fast-moving weights, and a ResNet that is 90% accurate with
@@ -41,6 +43,7 @@ from torch import nn
 
 from nas.train_settings import OPTIMIZERS, SCHEDULES, SettingsError, TrainSettings
 from workers.datasets import DatasetSplits
+from workers.devices import amp_dtype, configure_backends, trial_devices
 
 __all__ = ["AUX_WEIGHT", "OPTIMIZERS", "SCHEDULES", "CandidateFailed", "SettingsError", "TrainSettings", "Trainer",
            "default_device", "evaluate", "measure_latency", "recalibrate_bn", "train_candidate"]
@@ -53,18 +56,13 @@ class CandidateFailed(RuntimeError):
 
 
 def default_device() -> torch.device:
-    """CUDA when available (inside a Ray trial: when the trial was given a GPU), else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where this process trains: inside a Ray worker the first GPU Ray assigned it, or the CPU when it was given
+    none (`workers.devices.trial_devices`); elsewhere CUDA when torch has it, else the CPU."""
+    return trial_devices().device
 
 
 def _memory_format(ndim: int) -> torch.memory_format | None:
     return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ndim)
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 class Trainer:
@@ -75,9 +73,10 @@ class Trainer:
         settings.check()
         self.settings = s = settings
         self.device = torch.device(device) if device is not None else default_device()
+        configure_backends(s.deterministic)
         self.data = data
         self.amp = s.amp if s.amp is not None else self.device.type == "cuda"
-        self.amp_dtype = _amp_dtype(self.device)
+        self.amp_dtype = amp_dtype(self.device)
         fmt = _memory_format(data.x_train.dim())
         use_cl = s.channels_last if s.channels_last is not None else self.device.type == "cuda"
         self.memory_format = fmt if use_cl else None
@@ -244,7 +243,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, *, batch_size: int = 64, a
                 break  # batch norm cannot use a batch of one
             if memory_format is not None:
                 xb = xb.contiguous(memory_format=memory_format)
-            with torch.autocast(dev.type, dtype=_amp_dtype(dev), enabled=amp):
+            with torch.autocast(dev.type, dtype=amp_dtype(dev), enabled=amp):
                 model(xb)
     finally:
         for m, momentum in zip(bns, momenta, strict=True):
@@ -271,7 +270,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
             xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
             if memory_format is not None:
                 xb = xb.contiguous(memory_format=memory_format)
-            with torch.autocast(dev.type, dtype=_amp_dtype(dev), enabled=amp):
+            with torch.autocast(dev.type, dtype=amp_dtype(dev), enabled=amp):
                 out = model(xb)
             loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").double()
             correct += (out.argmax(1) == yb).sum()
@@ -305,7 +304,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: str 
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t = time.perf_counter()
-            with torch.autocast(dev.type, dtype=_amp_dtype(dev), enabled=amp):
+            with torch.autocast(dev.type, dtype=amp_dtype(dev), enabled=amp):
                 model(x)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
