@@ -7,7 +7,9 @@ Each step (the paper's Algorithm 1, alphas first as in its code) takes one batch
    w' = w - xi * (momentum * buffer + grad L_w(w) + weight_decay * w), xi = the current weight lr, minus
    xi times the Hessian-vector product d2 L_w / (d alpha d w) . grad_w' L_a(w'), taken by finite
    differences at w +- eps * grad_w' L_a(w') with eps = 0.01 / ||grad_w' L_a(w')|| (eq. 7-8).
-   Batch-norm running statistics touched by these extra forwards are restored afterwards.
+   Batch-norm running statistics touched by these extra forwards are restored afterwards. The two
+   finite-difference forwards run in float32 even under AMP: their gradients differ by O(eps), which bf16's
+   8-bit mantissa does not resolve (the term's cosine similarity to the float32 one drops far below 1).
 2. weights: SGD with momentum on the loss of the weight half, gradient norm clipped.
 
 With ``resource_penalty`` W > 0 the alphas' loss gains W * E[cost] / max cost (`nas.darts.mixed.expected_cost`:
@@ -17,6 +19,11 @@ depends on the alphas alone, is added to the alpha gradient of either order. The
 The weight lr follows a per-epoch cosine from ``w_lr`` to ``w_lr_min`` (the paper's schedule). After each
 epoch batch-norm statistics are re-estimated and the supernet (softmax mixture) is evaluated on the
 validation split when one is given: an indication only, the derived network is what gets evaluated.
+
+AMP (on by default on CUDA) is bfloat16 where the GPU has it natively (`workers.devices.amp_dtype`); where it
+would be float16 the search runs in float32 instead (its alpha gradients are taken with ``autograd.grad``
+without loss scaling, where float16 gradients underflow). The halves are index sets into one copy of the
+training split on the device (`on_training_split`), not copies of it.
 
 Run inside the Ray worker by `workers.darts_trainable`; the supernet itself comes from `nas.darts`.
 """
@@ -34,27 +41,33 @@ from torch import nn
 
 from nas.darts.mixed import alpha_parameters, architecture_weights, expected_cost, set_sampling
 from nas.darts.settings import DartsSettings
-from workers.training import AUX_WEIGHT, evaluate, recalibrate_bn
+from workers.devices import amp_dtype
+from workers.training import AUX_WEIGHT, default_device, evaluate, recalibrate_bn
 
 
 class SearchDiverged(RuntimeError):
     """The supernet's loss became NaN or infinite."""
 
 
+def split_indices(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights' indices, alphas' indices): a seeded random halving of ``range(n)``."""
+    if n < 4:
+        raise ValueError(f"DARTS needs at least 4 training examples to split in halves, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n // 2], perm[n // 2:]
+
+
 def split_halves(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
-    """(x_w, y_w, x_alpha, y_alpha): a seeded random halving of a training split (weights, alphas)."""
-    if len(y) < 4:
-        raise ValueError(f"DARTS needs at least 4 training examples to split in halves, got {len(y)}")
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
-    half = len(y) // 2
-    a, b = perm[:half], perm[half:]
+    """(x_w, y_w, x_alpha, y_alpha): the halves of `split_indices` as tensors (copies; a search on a large
+    split uses `BilevelSearch.on_training_split`, which keeps one copy and the indices)."""
+    a, b = (i.to(y.device) for i in split_indices(len(y), seed))
     return x[a], y[a], x[b], y[b]
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16
+def _search_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast type of a DARTS search under AMP: bfloat16 where native, else None (float32)."""
+    dtype = amp_dtype(device)
+    return dtype if dtype == torch.bfloat16 else None
 
 
 class BilevelSearch:
@@ -63,19 +76,30 @@ class BilevelSearch:
     def __init__(self, model: nn.Module, x_w: torch.Tensor, y_w: torch.Tensor, x_a: torch.Tensor,
                  y_a: torch.Tensor, settings: DartsSettings, device: str | torch.device | None = None,
                  x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 index_w: torch.Tensor | None = None, index_a: torch.Tensor | None = None):
+        """The weights' half is ``x_w[index_w]`` (all of ``x_w`` when `index_w` is None), the alphas'
+        ``x_a[index_a]``; `on_training_split` passes one tensor twice with two index halves."""
         self.settings = s = settings.check()
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         dev = self.device
-        self.x_w, self.y_w, self.x_a, self.y_a = (t.to(dev) for t in (x_w, y_w, x_a, y_a))
+        moved: dict[int, torch.Tensor] = {}  # a tensor given twice is moved (and held) once
+
+        def to_dev(t: torch.Tensor) -> torch.Tensor:
+            return moved.setdefault(id(t), t.to(dev))
+
+        def index(i: torch.Tensor | None, n: int) -> torch.Tensor:
+            return (torch.arange(n) if i is None else i).to(dev)
+
+        self._w = (to_dev(x_w), to_dev(y_w), index(index_w, len(y_w)))
+        self._a = (to_dev(x_a), to_dev(y_a), index(index_a, len(y_a)))
         self.x_val = x_val.to(dev) if x_val is not None else None
         self.y_val = y_val.to(dev) if y_val is not None else None
         self.loss_fn = loss_fn or F.cross_entropy
-        self.classify = not torch.is_floating_point(self.y_w)
+        self.classify = not torch.is_floating_point(y_w)
         want_amp = s.amp if s.amp is not None else dev.type == "cuda"
-        self.amp_dtype = _amp_dtype(dev) if want_amp else None
+        self.amp_dtype = _search_dtype(dev) if want_amp else None
         self.alphas_by_var = alpha_parameters(self.model)
         if not self.alphas_by_var:
             raise ValueError("the model has no mixed ops: build it with nas.darts.mixed.build_supernet_module")
@@ -85,11 +109,26 @@ class BilevelSearch:
         self.w_opt = torch.optim.SGD(self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay)
         self.a_opt = torch.optim.Adam(self.alphas, lr=s.alpha_lr, betas=s.alpha_betas,
                                       weight_decay=s.alpha_weight_decay)
-        self.batch_size = min(s.batch_size, len(self.y_w), len(self.y_a))
-        self.steps_per_epoch = max(1, min(len(self.y_w), len(self.y_a)) // self.batch_size)
+        n_w, n_a = len(self._w[2]), len(self._a[2])
+        self.batch_size = min(s.batch_size, n_w, n_a)
+        self.steps_per_epoch = max(1, min(n_w, n_a) // self.batch_size)
         self.generator = torch.Generator().manual_seed(0 if s.seed is None else s.seed)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+
+    @classmethod
+    def on_training_split(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: DartsSettings,
+                          device: str | torch.device | None = None, **kw) -> BilevelSearch:
+        """A search on the seeded halves (`split_indices` with the settings' seed) of one training split,
+        held once on the device."""
+        index_w, index_a = split_indices(len(y), 0 if settings.seed is None else settings.seed)
+        return cls(model, x, y, x, y, settings, device, index_w=index_w, index_a=index_a, **kw)
+
+    # the halves as tensors (copies; for inspection)
+    x_w = property(lambda self: self._w[0][self._w[2]])
+    y_w = property(lambda self: self._w[1][self._w[2]])
+    x_a = property(lambda self: self._a[0][self._a[2]])
+    y_a = property(lambda self: self._a[1][self._a[2]])
 
     @property
     def done(self) -> bool:
@@ -104,9 +143,9 @@ class BilevelSearch:
         return s.tau_max - (s.tau_max - s.tau_min) * epoch / max(s.epochs - 1, 1)
 
     # -- losses and steps ---------------------------------------------------------------------------
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, autocast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                            enabled=self.amp_dtype is not None):
+                            enabled=self.amp_dtype is not None and autocast):
             out = self.model(x)
         loss = self.loss_fn(out.float(), y)
         for aux in getattr(self.model, "aux_outputs", None) or []:
@@ -165,19 +204,9 @@ class BilevelSearch:
             loss, out = self._loss(x_a, y_a)
             grads = self._grads(loss, [*A, *W])
             d_alpha, d_w = grads[:len(A)], grads[len(A):]
-            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in d_w))
-            if float(norm) > 0:
-                eps = 0.01 / norm
-                with torch.no_grad():
-                    for p, b, g in zip(W, backup, d_w, strict=True):
-                        p.copy_(b + eps * g)
-                g_plus = self._grads(self._loss(x_w, y_w)[0], A)
-                with torch.no_grad():
-                    for p, b, g in zip(W, backup, d_w, strict=True):
-                        p.copy_(b - eps * g)
-                g_minus = self._grads(self._loss(x_w, y_w)[0], A)
-                d_alpha = [da - lr * (gp - gm) / (2 * eps)
-                           for da, gp, gm in zip(d_alpha, g_plus, g_minus, strict=True)]
+            hessian = self.hessian_term(x_w, y_w, backup, d_w)
+            if hessian is not None:
+                d_alpha = [da - lr * h for da, h in zip(d_alpha, hessian, strict=True)]
         finally:
             with torch.no_grad():
                 for p, b in zip(W, backup, strict=True):
@@ -185,6 +214,26 @@ class BilevelSearch:
                 for buf, b in zip(self.model.buffers(), buffers, strict=True):
                     buf.copy_(b)
         return loss, out, d_alpha
+
+    def hessian_term(self, x_w: torch.Tensor, y_w: torch.Tensor, w: list[torch.Tensor],
+                     v: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """d2 L_w / (d alpha d w) . v at weights `w`, by central differences at w +- eps * v (eps = 0.01 / ||v||),
+        in float32 whatever the AMP setting; None where v is 0. Leaves the weights at w +- eps * v: the caller
+        restores them (and the batch-norm buffers)."""
+        W, A = self.weights, self.alphas
+        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in v))
+        if float(norm) == 0:
+            return None
+        eps = 0.01 / norm
+        with torch.no_grad():
+            for p, b, g in zip(W, w, v, strict=True):
+                p.copy_(b + eps * g)
+        g_plus = self._grads(self._loss(x_w, y_w, autocast=False)[0], A)
+        with torch.no_grad():
+            for p, b, g in zip(W, w, v, strict=True):
+                p.copy_(b - eps * g)
+        g_minus = self._grads(self._loss(x_w, y_w, autocast=False)[0], A)
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)]
 
     def weight_step(self, x_w: torch.Tensor, y_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, out = self._loss(x_w, y_w)
@@ -196,8 +245,9 @@ class BilevelSearch:
         return loss.detach(), out.detach()
 
     # -- epochs -------------------------------------------------------------------------------------
-    def _batch(self, x, y, perm, i):
-        idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+    def _batch(self, half, perm, i):
+        x, y, index = half
+        idx = index[perm[i * self.batch_size:(i + 1) * self.batch_size]]
         return x[idx], y[idx]
 
     def run_epoch(self) -> dict[str, Any]:
@@ -209,13 +259,13 @@ class BilevelSearch:
         for group in self.w_opt.param_groups:
             group["lr"] = lr
         model.train()
-        perm_w = torch.randperm(len(self.y_w), generator=self.generator).to(dev)
-        perm_a = torch.randperm(len(self.y_a), generator=self.generator).to(dev)
+        perm_w = torch.randperm(len(self._w[2]), generator=self.generator).to(dev)
+        perm_a = torch.randperm(len(self._a[2]), generator=self.generator).to(dev)
         sums = {k: torch.zeros((), device=dev, dtype=torch.float64) for k in ("w_loss", "w_ok", "a_loss", "a_ok")}
         seen = 0
         for i in range(self.steps_per_epoch):
-            xw, yw = self._batch(self.x_w, self.y_w, perm_w, i)
-            xa, ya = self._batch(self.x_a, self.y_a, perm_a, i)
+            xw, yw = self._batch(self._w, perm_w, i)
+            xa, ya = self._batch(self._a, perm_a, i)
             a_loss, a_out = self.alpha_step(xw, yw, xa, ya, lr)
             w_loss, w_out = self.weight_step(xw, yw)
             if not (torch.isfinite(a_loss) and torch.isfinite(w_loss)):
@@ -239,7 +289,7 @@ class BilevelSearch:
             metrics["train_accuracy"] = float(sums["w_ok"]) / seen
             metrics["search_accuracy"] = float(sums["a_ok"]) / seen
         if self.x_val is not None and self.classify:
-            recalibrate_bn(model, self.x_w[perm_w[:256]], batch_size=self.batch_size)
+            recalibrate_bn(model, self._w[0][self._w[2][perm_w[:256]]], batch_size=self.batch_size)
             val = evaluate(model, self.x_val, self.y_val)
             metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         if dev.type == "cuda":
