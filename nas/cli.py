@@ -225,7 +225,7 @@ def _train_flags() -> dict[str, tuple[str | None, str]]:
 
 _SEARCH_FLAGS = {  # flag dest -> (section, key) in SearchConfig; every training setting has a flag
     "space": (None, "space"), "strategy": (None, "strategy"), "budget": (None, "budget"), "seed": (None, "seed"),
-    "out": (None, "out"), "address": (None, "address"), "workers": (None, "workers"),
+    "out": (None, "out"), "address": (None, "address"), "storage": (None, "storage"), "workers": (None, "workers"),
     "cpus_per_trial": (None, "cpus_per_trial"), "max_params": (None, "max_params"),
     "max_flops": (None, "max_flops"), "gpus_per_trial": (None, "gpus_per_trial"), "asha": (None, "asha"),
     "table": (None, "table"), "objective": (None, "objectives"), "constraint": (None, "constraints"),
@@ -469,7 +469,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the search's seed (default 0; training's is --train-seed)")
     p.add_argument("--out", help="output folder (default runs/search)")
     p.add_argument("--address", help="Ray cluster address ('auto' for the cluster this machine is in)")
-    p.add_argument("--workers", type=int, help="trials at once (default: CPUs // cpus per trial)")
+    p.add_argument("--storage", metavar="URI",
+                   help="where trials write their checkpoints (Ray's storage_path): s3://bucket/path, gs://..., or a "
+                        "path every node sees (NFS); default: the run folder, which only this machine sees")
+    p.add_argument("--workers", type=int, help="trials at once (default and most: what the cluster's nodes can run)")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="may be fractional, e.g. 0.5")
     p.add_argument("--max-params", type=int, help="reject larger proposals before training (they use no budget)")
@@ -493,8 +496,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--space-option", action="append", metavar="KEY=VALUE")
     p.add_argument("--config", help="a TOML or YAML file holding any of these settings")
     p.add_argument("--resume", action="store_true",
-                   help="continue the search in --out (only budget, workers, cpus/gpus per trial and address may "
-                        "change)")
+                   help="continue the search in --out (only budget, workers, cpus/gpus per trial, address and "
+                        "storage may change)")
     p.add_argument("--repair", action="store_true",
                    help="move the lines of --out's evaluations.jsonl that are not evaluation records to "
                         "evaluations.rejected.jsonl, say which, and exit (then --resume works)")

@@ -29,6 +29,7 @@ class SearchConfig:
     seed: int = 0
     out: str = "runs/search"
     address: str | None = None
+    storage: str | None = None  # Ray's storage for trial checkpoints: s3://, gs://, or a path every node sees
     workers: int | None = None  # trials at once; default: cluster CPUs // cpus_per_trial
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -106,7 +107,7 @@ class SearchConfig:
         for key in ("asha", "reuse_actors"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "true or false")
-        for key in ("address", "table"):
+        for key in ("address", "table", "storage"):
             v = getattr(self, key)
             if v is not None and (not isinstance(v, str) or not v):
                 raise bad(key, "None or a non-empty string")

@@ -69,7 +69,7 @@ METRIC, MODE = "val_accuracy", "max"  # the built-in evaluations' default object
 # are run may change: budget, workers, cpus / gpus per trial, address, max_failures, reuse_actors.
 _IDENTITY_KEYS = ("space", "strategy", "seed", "space_options", "strategy_options", "train", "table",
                   "max_params", "max_flops", "asha", "objectives", "constraints", "latency_table")
-_MAY_CHANGE = "budget, workers, cpus_per_trial, gpus_per_trial, address, max_failures and reuse_actors"
+_MAY_CHANGE = "budget, workers, cpus_per_trial, gpus_per_trial, address, storage, max_failures and reuse_actors"
 
 
 @dataclass
@@ -465,14 +465,42 @@ def _make_trial_callback(state: SearchState):
             if trial.checkpoint is None:
                 return
             try:
-                weights = state.folder.record_checkpoint(trial.trial_id, trial.checkpoint.path,
-                                                         state.evaluation.weights_file)
+                local = local_checkpoint(trial.checkpoint, state.folder.path / "checkpoints" / trial.trial_id)
+                weights = state.folder.record_checkpoint(trial.trial_id, str(local), state.evaluation.weights_file)
                 if weights is not None and state.best is not None and state.best.get("trial_id") == trial.trial_id:
                     state.folder.write_best_weights(weights, trial.trial_id, state.best["arch_id"])
             except Exception as e:  # weights are a convenience; never fail the search for them
                 state.log(f"note: could not record the trial's checkpoint: {e}")
 
     return TrialFiles()
+
+
+def local_checkpoint(checkpoint: Any, dest: Path) -> Path:
+    """A trial's checkpoint (a Ray ``Checkpoint``) as a folder on this machine: its own where the storage is this
+    machine's disk; else (``--storage s3://...``, ``gs://...``) its files but the optimiser state (``*.pth``)
+    copied from the storage into `dest`, so the run folder holds every trial's weights, as export reads them."""
+    import pyarrow.fs
+
+    fs, path = checkpoint.filesystem, checkpoint.path
+    if isinstance(fs, pyarrow.fs.LocalFileSystem) and Path(path).is_dir():
+        return Path(path)
+    dest.mkdir(parents=True, exist_ok=True)
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=False)):
+        if info.type == pyarrow.fs.FileType.File and not info.base_name.endswith(".pth"):
+            with fs.open_input_stream(info.path) as src:
+                (dest / info.base_name).write_bytes(src.read())
+    return dest
+
+
+def storage_of(cfg: SearchConfig, folder: RunFolder, session: str) -> tuple[str, str]:
+    """(Ray's storage_path, the experiment's name): ``--storage`` (a URI or a path every node sees), else the run
+    folder's ``ray/`` (on this machine only: a trial on another node could not write its checkpoint there). A
+    name unique in that storage: ``session-N`` in the run folder, ``<run folder name>-session-<time>`` in a
+    storage shared by many runs."""
+    if cfg.storage:
+        return cfg.storage, f"{folder.path.resolve().name}-{session}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = (folder.path / "ray").resolve()
+    return str(storage), f"{session}-{len(list(storage.glob(f'{session}-*'))) if storage.exists() else 0}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -797,8 +825,11 @@ def run_trials(state: SearchState, session: str = "session") -> None:
                                       max_t=max(cfg.train.epochs, 1),
                                       grace_period=1, reduction_factor=3)
         resources = trial_resources(cfg.cpus_per_trial, cfg.gpus_per_trial)
-        storage = (state.folder.path / "ray").resolve()
-        name = f"{session}-{len(list(storage.glob(f'{session}-*'))) if storage.exists() else 0}"
+        storage, name = storage_of(cfg, state.folder, session)
+        if not cfg.storage and len(nodes) > 1:
+            state.log(f"note: {len(nodes)} nodes and no --storage: trials on other nodes write their checkpoints to "
+                      f"{storage}, which must then be a disk they all see (else give --storage s3://... or an NFS "
+                      "path)")
         tuner = tune.Tuner(
             tune.with_resources(state.evaluation.trainable(), resources),
             tune_config=tune.TuneConfig(search_alg=_make_searcher(state, stop),
@@ -806,7 +837,7 @@ def run_trials(state: SearchState, session: str = "session") -> None:
                                         max_concurrent_trials=workers, reuse_actors=cfg.reuse_actors,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
-                name=name, storage_path=str(storage), verbose=0, stop=make_stopper(stop, state.log),
+                name=name, storage_path=storage, verbose=0, stop=make_stopper(stop, state.log),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 callbacks=[_make_trial_callback(state)],
             ),
