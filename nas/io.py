@@ -12,8 +12,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
+    """Write to a temporary file in the same folder, fsync (unless not `durable`: a file derived from others,
+    rebuilt from them, need not survive a power cut), then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,7 +23,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -30,12 +32,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode(), durable)
 
 
-def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_jsonable) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1, durable: bool = True) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_jsonable) + "\n", durable)
 
 
 def append_jsonl(path: str | Path, obj: Any) -> None:

@@ -156,7 +156,8 @@ class RunFolder:
             "preprocessing": read_preprocessing(Path(weights).parent / PREPROCESSING_FILE)})
 
     # -- derived views ------------------------------------------------------------------------------
-    def write_leaderboard(self, records: list[dict[str, Any]], metric: str, mode: str, top: int = 20) -> None:
+    def write_leaderboard(self, records: list[dict[str, Any]], metric: str, mode: str, top: int = 20,
+                          durable: bool = True) -> None:
         """``leaderboard.md``: the architectures trained to the end, ranked (one row each; cached answers
         are not rows); below them, not ranked, those ASHA stopped early, with the epoch each reached (their
         values are partial, at a lower fidelity, so they are never compared with complete ones)."""
@@ -184,7 +185,7 @@ class RunFolder:
                 lines.append(f"| {r.get('epoch', m.get('epoch', ''))} | {r['value']:.4f} | {m.get('params', '')} | "
                              f"{m.get('flops', '')} | {r.get('arch_id', '')} | {r.get('trial_id', '')} | "
                              f"`{_compact(r.get('assignment'))}` |")
-        atomic_write_text(self.path / "leaderboard.md", "\n".join(lines) + "\n")
+        atomic_write_text(self.path / "leaderboard.md", "\n".join(lines) + "\n", durable)
 
     def ranked(self, records: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
         """The complete evaluations (status "ok", finite value) of `records`, best first. Stopped (partial),

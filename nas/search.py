@@ -167,9 +167,10 @@ class RunJournal:
                 self.folder.write_best(rec, to_dict(p.arch), self.metric)
 
     def told(self, p: Proposal, o: Outcome) -> None:
+        # derived from the journal (a lost or stale snapshot is rebuilt from it): written atomically, not fsynced
         atomic_write_json(self.folder.strategy_file, {"n_records": len(self.records),
-                                                      "state": self.strategy.state_dict()})
-        self.folder.write_leaderboard(self.records, self.metric, self.mode)
+                                                      "state": self.strategy.state_dict()}, durable=False)
+        self.folder.write_leaderboard(self.records, self.metric, self.mode, durable=False)
         if self.multi:
             from nas import pareto_report
 

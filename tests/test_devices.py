@@ -82,3 +82,48 @@ def test_out_of_memory_and_sticky_cuda_errors_are_told_apart():
     assert failure_kind(RuntimeError("CUDNN_STATUS_EXECUTION_FAILED")) == CUDA
     assert failure_kind(ValueError("shape mismatch")) is None
     assert failure_kind(RuntimeError("NaN loss at epoch 1 step 3")) is None
+
+
+def _train_epochs(lock_dir: str, log: str, n: int) -> None:
+    import time
+
+    lease = devices.DeviceLease("gpu-0", lock_dir)
+    for _ in range(n):
+        with lease.training():
+            start = time.monotonic()
+            time.sleep(0.02)
+            with open(log, "a") as f:
+                f.write(f"{start} {time.monotonic()}\n")
+
+
+def test_latency_is_measured_while_no_trial_sharing_the_gpu_trains(tmp_path):
+    """Two processes train "epochs" on one GPU's lease (shared: they overlap); a measurement in this process takes
+    it alone: no epoch of theirs overlaps it, and both go on after it."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    logs = [str(tmp_path / f"t{i}.log") for i in range(2)]
+    trainers = [ctx.Process(target=_train_epochs, args=(str(tmp_path), log, 40)) for log in logs]
+    for p in trainers:
+        p.start()
+    lease = devices.DeviceLease("gpu-0", tmp_path)
+    time.sleep(0.3)
+    with lease.alone():
+        alone = (time.monotonic(), time.monotonic() + 0.15)
+        time.sleep(0.15)
+    for p in trainers:
+        p.join(timeout=30)
+    epochs = [[tuple(map(float, line.split())) for line in open(log)] for log in logs]
+    assert all(len(e) == 40 for e in epochs)
+    every = [e for per in epochs for e in per]
+    assert not [e for e in every if e[0] < alone[1] and e[1] > alone[0]], alone  # nothing trained meanwhile
+    assert any(e[0] >= alone[1] for e in every) and any(e[1] <= alone[0] for e in every)
+    a, b = epochs
+    assert any(x[0] < y[1] and x[1] > y[0] for x in a for y in b)  # trainers share the device with each other
+
+
+def test_only_a_shared_gpu_has_a_lease():
+    cpu, gpu = devices.TrialDevices(torch.device("cpu")), devices.TrialDevices(torch.device("cuda", 0), ("3",))
+    assert devices.DeviceLease.for_devices(cpu, 0.0) is None and devices.DeviceLease.for_devices(gpu, 1.0) is None
+    assert devices.DeviceLease.for_devices(gpu, 0.25).key == "gpu-3"

@@ -13,6 +13,9 @@
 - **cuDNN** (`configure_backends`): ``cudnn.benchmark`` on (the fastest kernels for each shape, chosen by
   timing, so two runs may pick different ones), or with ``deterministic`` the deterministic flags
   (``cudnn.deterministic``, ``torch.use_deterministic_algorithms`` in warn-only mode, ``CUBLAS_WORKSPACE_CONFIG``).
+- **Latency alone** (`DeviceLease`): trials sharing a GPU (fractional GPUs) hold a node-local lease shared
+  while they train an epoch; a latency measurement holds it exclusively, so it is never timed while another
+  trial trains on that GPU.
 - **Failures** (`failure_kind`): a CUDA (or host allocator) out-of-memory error is ``"oom"``, not the
   architecture's fault as such (the driver retries it once alone before the strategy hears of it); any other
   CUDA error is ``"cuda"``: sticky (an illegal memory access or a device-side assert leaves the process's CUDA
@@ -26,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CUDA", "OOM", "DeviceError", "TrialDevices", "amp_dtype", "amp_dtype_for", "assigned_gpu_ids",
-           "configure_backends", "device_name", "failure_kind", "trial_devices"]
+__all__ = ["CUDA", "OOM", "DeviceError", "DeviceLease", "TrialDevices", "amp_dtype", "amp_dtype_for",
+           "assigned_gpu_ids", "configure_backends", "device_name", "failure_kind", "trial_devices"]
 
 OOM, CUDA = "oom", "cuda"  # failure kinds
 
@@ -144,3 +147,68 @@ def failure_kind(exc: BaseException) -> str | None:
     if isinstance(exc, torch.AcceleratorError) or any(t in text for t in _CUDA_ERROR_TEXT):
         return CUDA
     return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# a GPU shared by several trials (fractional --gpus-per-trial): latency is measured while none of the others
+# trains on it
+
+
+class DeviceLease:
+    """Node-local reader-writer lock of one GPU (files under ``lock_dir``, ``flock``), so that a trial measures
+    latency alone on the device: every trial holds it shared while it trains an epoch (`training`), a latency
+    measurement holds it exclusively (`alone`). A turnstile file gives the measurement priority: once it waits,
+    no trial starts another epoch on the device, and it gets the device when the epochs running end. A trial on
+    the CPU (or a whole GPU of its own) has nothing to share: `for_devices` gives None there."""
+
+    def __init__(self, key: str, lock_dir: str | os.PathLike | None = None):
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(lock_dir or Path(tempfile.gettempdir()) / "graphnas-device-locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.key = key
+        self.lock_path, self.gate_path = folder / f"{key}.lock", folder / f"{key}.gate"
+
+    @classmethod
+    def for_devices(cls, devices: TrialDevices, share: float) -> DeviceLease | None:
+        """The lease of the trial's GPU where it has a fraction of it (`share` < 1), else None."""
+        if devices.device.type != "cuda" or not devices.gpu_ids or share >= 1:
+            return None
+        return cls(f"gpu-{devices.gpu_ids[0]}")
+
+    def _locked(self, path, mode: int):
+        import contextlib
+        import fcntl
+
+        @contextlib.contextmanager
+        def held():
+            with open(path, "a+") as f:
+                fcntl.flock(f, mode)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+        return held()
+
+    def training(self):
+        """Shared, for one epoch of training: waits while a measurement waits or runs."""
+        import contextlib
+        import fcntl
+
+        stack = contextlib.ExitStack()
+        with self._locked(self.gate_path, fcntl.LOCK_EX):  # pass the turnstile
+            pass
+        stack.enter_context(self._locked(self.lock_path, fcntl.LOCK_SH))
+        return stack
+
+    def alone(self):
+        """Exclusive, for a latency measurement: no other trial trains on the device meanwhile."""
+        import contextlib
+        import fcntl
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._locked(self.gate_path, fcntl.LOCK_EX))  # hold the turnstile: no new epochs
+        stack.enter_context(self._locked(self.lock_path, fcntl.LOCK_EX))
+        return stack

@@ -13,8 +13,10 @@ Config contract (what the search driver passes as a trial's config)::
 
 Every epoch it calls ``ray.tune.report`` with the metrics of `workers.training.Trainer.run_epoch`
 (epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, train_seconds, epoch_seconds, steps,
-time_limited) plus status="ok", params, flops and latency_ms; the last report adds test_accuracy and
-test_loss of the final model. The test split is evaluated once, at the end, and only reported.
+time_limited) plus status="ok", device, params, flops and latency_ms (the median of `latency_reps` timed
+eval-mode forwards of a batch of `latency_batch_size`, reported beside it, after warm-up passes; on a GPU shared
+with other trials measured while none of them trains on it, `workers.devices.DeviceLease`); the last report adds
+test_accuracy and test_loss of the final model. The test split is evaluated once, at the end, and only reported.
 
 Checkpoints hold ``model.pt`` (the model's state_dict, contiguous CPU tensors, loadable into
 `nas.build(graph)`), ``train_state.pth`` (optimizer, step, RNG states: what a resume needs),
@@ -42,6 +44,7 @@ skip the load.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -57,7 +60,7 @@ import torch
 from nas.preprocessing import PREPROCESSING_FILE
 from nas.train_settings import TrainSettings
 from workers.datasets import DatasetSplits, load_dataset
-from workers.devices import CUDA, OOM, failure_kind, trial_devices
+from workers.devices import CUDA, OOM, DeviceLease, failure_kind, trial_devices
 from workers.training import Trainer, evaluate, measure_latency
 
 WEIGHTS_FILE = "model.pt"
@@ -182,16 +185,18 @@ def _report(tune, metrics: dict[str, Any], checkpoint_dir: str | None = None) ->
         raise _ReportError() from e
 
 
-def _limit_threads() -> None:
-    """Match torch's intra-op threads to the CPUs Tune gave this trial (avoid oversubscribing)."""
+def _limit_threads() -> dict[str, float]:
+    """Match torch's intra-op threads to the CPUs Tune gave this trial (avoid oversubscribing); returns the
+    trial's resources ({"CPU": ..., "GPU": ...}; {} outside a Tune session)."""
     try:
         from ray import tune
 
-        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 0)
+        resources = dict(tune.get_context().get_trial_resources().required_resources)
     except Exception:  # not in a Tune session
-        return
-    if cpus >= 1:
-        torch.set_num_threads(int(cpus))
+        return {}
+    if resources.get("CPU", 0) >= 1:
+        torch.set_num_threads(int(resources["CPU"]))
+    return resources
 
 
 def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
@@ -203,10 +208,11 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     t = train_settings(config.get("train"))
     g = from_dict(config["arch"], "config['arch']")
     progress.update(params=count_params(g), flops=count_flops(g))
-    _limit_threads()
+    resources = _limit_threads()
     devices = trial_devices()
     device = devices.device
     progress["device"] = devices.describe()
+    lease = DeviceLease.for_devices(devices, resources.get("GPU", 0.0))  # None unless it shares a GPU
     data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
                           t["test_fraction"], device)
     shape = tuple(g.graph["input_shape"])
@@ -228,11 +234,12 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
             trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True))
         progress["resumed_from_epoch"] = trainer.epoch
     progress["epoch"] = trainer.epoch
-    if t["latency_reps"] > 0:
-        lat = measure_latency(trainer.model, shape, batch_size=t["latency_batch_size"],
-                              reps=t["latency_reps"], amp=trainer.amp,
-                              channels_last=trainer.memory_format is not None)
-        progress["latency_ms"] = lat * 1e3
+    if t["latency_reps"] > 0:  # alone on the device: no trial sharing its GPU trains meanwhile
+        with lease.alone() if lease is not None else contextlib.nullcontext():
+            lat = measure_latency(trainer.model, shape, batch_size=t["latency_batch_size"],
+                                  reps=t["latency_reps"], amp=trainer.amp,
+                                  channels_last=trainer.memory_format is not None)
+        progress.update(latency_ms=lat * 1e3, latency_batch_size=t["latency_batch_size"])
     arch_json = to_json(g)
 
     if trainer.done:  # resumed from the final checkpoint: report the final result again
@@ -241,7 +248,8 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     every = int(t["checkpoint_every"])
     while not trainer.done:
         progress["epoch"] = trainer.epoch + 1  # a failure during this epoch reports it
-        metrics = {**trainer.run_epoch(), "status": "ok"}
+        with lease.training() if lease is not None else contextlib.nullcontext():
+            metrics = {**trainer.run_epoch(), "status": "ok"}
         progress["train_seconds"] = metrics["train_seconds"]
         if trainer.done:
             metrics.update(_final(trainer, data))
