@@ -210,6 +210,12 @@ def check_resources(cpus: float, gpus: float, nodes: list[dict[str, Any]], what:
     if gpus > 1 and gpus != int(gpus):
         raise SearchError(f"--gpus-per-trial {gpus:g}: above 1 a trial must ask for whole GPUs (Ray shares "
                           "out fractions of one GPU only); give 1 or less, or a whole number")
+    if gpus > 1:  # data-parallel: `gpus` workers of one GPU and `cpus` CPUs each, on any nodes
+        slots = sum(min(int(n["GPU"] + 1e-9), int(n["CPU"] / cpus + 1e-9)) for n in nodes)
+        if slots < gpus:
+            raise SearchError(f"--gpus-per-trial {gpus:g}: the cluster has room for {slots} worker(s) of one GPU "
+                              f"and {cpus:g} CPUs (--cpus-per-trial, per worker): {where}")
+        return
     most_gpus = max(n["GPU"] for n in nodes)
     if gpus > most_gpus + 1e-9:
         raise SearchError(f"--gpus-per-trial {gpus:g}: no node has {gpus:g} GPUs (the most on one node is "
@@ -230,11 +236,16 @@ def trial_concurrency(cpus: float, gpus: float, nodes: list[dict[str, float]] | 
     ("CPU", "GPU") for a single node."""
     import math
 
+    node_list = [nodes] if isinstance(nodes, dict) else nodes
+    if gpus > 1:  # data-parallel trials: `gpus` workers of (one GPU, `cpus` CPUs) each, anywhere
+        slots = sum(min(int(n.get("GPU", 0.0) + 1e-9), int(n.get("CPU", 0.0) / cpus + 1e-9)) for n in node_list)
+        return max(1, slots // int(gpus))
+
     def on(node: dict[str, float]) -> int:
         fits = [math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0]
         return min(fits) if fits else int(node.get("CPU", 1.0))
 
-    return max(1, sum(on(n) for n in ([nodes] if isinstance(nodes, dict) else nodes)))
+    return max(1, sum(on(n) for n in node_list))
 
 
 class StopRequest:

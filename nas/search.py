@@ -204,6 +204,7 @@ class RunJournal:
 
 
 ALONE = "alone"  # a trial config's key: run this trial alone on whole GPUs (`trial_resources`)
+DDP_TRIAL_CPUS = 0.01  # what a data-parallel trial asks for itself (it waits for its TorchTrainer's workers)
 
 
 @dataclass
@@ -369,10 +370,13 @@ class SearchState:
 def trial_resources(cpus: float, gpus: float) -> Callable[[dict[str, Any]], dict[str, float]]:
     """A trial's resources from its config: `cpus` CPUs and `gpus` GPUs, or for a trial run again ``ALONE``
     (after running out of memory) whole GPUs, at least one (`gpus` of 0.25 becomes 1), so that no other trial
-    shares them."""
+    shares them. Above 1 GPU a trial trains data-parallel on `gpus` Ray Train workers (`cpus` CPUs and one GPU
+    each, placed by Ray Train, `workers.distributed`): the Tune trial itself asks for almost nothing."""
     import math
 
     def of(config: dict[str, Any]) -> dict[str, float]:
+        if gpus > 1:  # data-parallel: the trial's Ray Train workers ask for a GPU each; the trial only waits
+            return {"cpu": DDP_TRIAL_CPUS, "gpu": 0.0}
         alone = bool(config.get(ALONE)) and gpus > 0
         return {"cpu": cpus, "gpu": float(max(1, math.ceil(gpus - 1e-9))) if alone else gpus}
 

@@ -148,8 +148,10 @@ def test_resource_checks_name_the_resource():
     check_resources(2, 0.25, two)
     with pytest.raises(SearchError, match="--cpus-per-trial 16: no node has 16 CPUs"):  # 10 in all, 8 at most
         check_resources(16, 0, [{"ip": "a", "CPU": 8.0, "GPU": 0.0}, {"ip": "b", "CPU": 8.0, "GPU": 0.0}])
-    with pytest.raises(SearchError, match="--gpus-per-trial 2: no node has 2 GPUs"):
-        check_resources(1, 2, two)
+    with pytest.raises(SearchError, match=r"--gpus-per-trial 2: the cluster has room for 1 worker\(s\) of one GPU"):
+        check_resources(1, 2, two)  # data-parallel over nodes: 2 workers of one GPU each, 1 GPU in all
+    check_resources(1, 2, [{"ip": "a", "CPU": 8.0, "GPU": 1.0}, {"ip": "b", "CPU": 2.0, "GPU": 1.0}])
+    assert trial_concurrency(2, 2, [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 4.0, "GPU": 4.0}]) == 3  # 4 + 2 workers
     with pytest.raises(SearchError, match="--gpus-per-trial 1.5: above 1 a trial must ask for whole GPUs"):
         check_resources(1, 1.5, [{"ip": "a", "CPU": 8.0, "GPU": 4.0}])
     with pytest.raises(SearchError, match="--cpus-per-trial 4 with --gpus-per-trial 1: no node has both"):

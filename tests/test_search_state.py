@@ -130,7 +130,8 @@ def test_out_of_memory_runs_again_alone_once_before_the_strategy_hears_of_it(tmp
     again = state.next_config("t2")  # the next trial is the rerun, before anything new is proposed
     assert again[ALONE] is True and again["assignment"] == first["assignment"]
     assert trial_resources(1, 0.25)(again) == {"cpu": 1, "gpu": 1.0}  # a whole GPU: no other trial on it
-    assert trial_resources(1, 2)(again) == {"cpu": 1, "gpu": 2.0} and trial_resources(2, 0)(again)["gpu"] == 0
+    assert trial_resources(1, 2)(again) == {"cpu": 0.01, "gpu": 0.0}  # data-parallel: its Train workers ask
+    assert trial_resources(2, 0)(again)["gpu"] == 0
     assert trial_resources(1, 0.25)(other) == {"cpu": 1, "gpu": 0.25}
     state.trial_finished("t2", {"status": "oom", "error": "OutOfMemoryError: CUDA out of memory (again)",
                                 "val_accuracy": float("nan")}, error=False)

@@ -120,6 +120,9 @@ class SupernetEvaluation(Evaluation):
             self.settings()
         except (TypeError, ValueError) as e:
             raise EvaluationError(str(e)) from None
+        if self.cfg.gpus_per_trial > 1:
+            raise EvaluationError(f"--gpus-per-trial {self.cfg.gpus_per_trial:g}: the DARTS supernet trains on one "
+                                  "device (several GPUs are not implemented for it); give 1 or less")
         self.data_info()
 
     def data_info(self) -> DataInfo:

@@ -29,6 +29,11 @@ class TrainEvaluation(Evaluation):
         return out | ({"latency_ms"} if self.cfg.train.latency_reps > 0 else set())
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
+        gpus = self.cfg.gpus_per_trial
+        if gpus > 1:  # one candidate on several GPUs: DDP through Ray Train (workers.distributed)
+            from workers.distributed import ddp_trainable
+
+            return ddp_trainable(int(gpus), self.cfg.cpus_per_trial, use_gpu=True)
         return train_architecture
 
     def describe(self) -> str:

@@ -69,9 +69,14 @@ class Trainer:
     """One training run of `model` on `data`; call `run_epoch()` until `done`."""
 
     def __init__(self, model: nn.Module, data: DatasetSplits, settings: TrainSettings,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, shard: tuple[int, int] = (0, 1)):
+        """`shard` (rank, world size): data-parallel training (`workers.distributed`, the model wrapped in
+        DistributedDataParallel): every rank draws the same global batches and trains on its slice of each,
+        its loss weighted so that DDP's average of the ranks' gradients is the gradient of the global batch's
+        mean loss, whatever the slices' sizes."""
         settings.check()
         self.settings = s = settings
+        self.rank, self.world = shard
         self.device = torch.device(device) if device is not None else default_device()
         configure_backends(s.deterministic)
         self.data = data
@@ -87,7 +92,8 @@ class Trainer:
         self.x_val, self.y_val = data.x_val.to(self.device), data.y_val.to(self.device)
         n = len(self.y_train)
         self.batch_size = min(s.batch_size, n)
-        self.steps_per_epoch = n // self.batch_size + (n % self.batch_size > 1)
+        # a last partial batch is trained on when batch norm can use it: 2 examples, on every rank
+        self.steps_per_epoch = n // self.batch_size + (n % self.batch_size >= 2 * self.world)
         self.total_steps = self.steps_per_epoch * s.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
         if s.optimizer == "sgd":
@@ -131,17 +137,21 @@ class Trainer:
         seen = 0
         for i in range(self.steps_per_epoch):
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            weight = 1.0
+            if self.world > 1:  # this rank's slice of the global batch
+                n_global, idx = len(idx), idx[self.rank::self.world]
+                weight = len(idx) * self.world / n_global
             x, y = self._input(self.x_train[idx]), self.y_train[idx]
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(self.step)
             with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp):
                 out = model(x)
                 loss = F.cross_entropy(out, y, label_smoothing=s.label_smoothing)
-                aux = getattr(model, "aux_outputs", None) or []
+                aux = getattr(getattr(model, "module", model), "aux_outputs", None) or []  # DDP wraps the model
                 for a in aux:
                     loss = loss + s.aux_weight * F.cross_entropy(a, y, label_smoothing=s.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
@@ -160,6 +170,13 @@ class Trainer:
             if out_of_time:
                 self.time_limited = True
                 break
+        if self.world > 1:  # the global batches' loss and accuracy, as one device would have them
+            import torch.distributed as dist
+
+            totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=dev,
+                                                                            dtype=torch.float64)])
+            dist.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
         if s.bn_recalibration > 0:
             recalibrate_bn(model, self.x_train[perm[:s.bn_recalibration]], batch_size=self.batch_size,
                            amp=self.amp, memory_format=self.memory_format)

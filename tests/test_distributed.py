@@ -1,0 +1,51 @@
+"""Data-parallel training of one candidate through Ray Train's TorchTrainer (`workers.distributed`), on CPUs with
+the gloo backend: 2 workers at batch B/2 each train exactly as 1 worker at batch B (same loss curve, same weights,
+within float tolerance). The model has no batch norm: per-worker batch statistics would differ from the global
+batch's (on GPUs the workers use SyncBatchNorm, which gloo lacks), so the equality is exact only without it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nas.builder import build
+from nas.graph import ArchGraph, to_dict
+from nas.train_settings import TrainSettings
+from workers.trainable import WEIGHTS_FILE, cached_dataset
+from workers.training import Trainer
+
+pytest.importorskip("ray.train.torch")
+
+
+def conv_net() -> ArchGraph:
+    g = ArchGraph((1, 8, 8))
+    x = g.add_op("conv", "conv", "input", out_channels=8, kernel_size=3)
+    x = g.add_op("relu", "relu", x)
+    x = g.add_op("pool", "global_avgpool", x)
+    g.add_op("fc", "linear", x, out_features=10)
+    return g
+
+
+def test_two_workers_at_half_the_batch_train_as_one_worker(cluster, tmp_path):
+    from workers.distributed import run_distributed
+
+    train = TrainSettings(epochs=2, batch_size=64, lr=0.1, bn_recalibration=0, latency_reps=0).to_dict()
+    g = conv_net()
+    result = run_distributed({"arch": to_dict(g), "train": train}, 2, use_gpu=False, cpus_per_worker=1,
+                             storage_path=str(tmp_path), name="ddp")
+    with result.checkpoint.as_directory() as d:
+        ddp_weights = torch.load(f"{d}/{WEIGHTS_FILE}", weights_only=True)
+
+    data = cached_dataset("digits", None, 0)
+    torch.manual_seed(0)
+    one = Trainer(build(g), data, TrainSettings(**train), "cpu")
+    while not one.done:
+        one.run_epoch()
+    curve = json.loads(result.metrics["loss_curve"])
+    assert result.metrics["workers"] == 2 and len(curve) == 2
+    torch.testing.assert_close(curve, [h["train_loss"] for h in one.history], rtol=1e-5, atol=1e-6)
+    assert result.metrics["val_loss"] == pytest.approx(one.history[-1]["val_loss"], rel=1e-5)
+    for k, v in one.model.state_dict().items():
+        torch.testing.assert_close(ddp_weights[k], v, rtol=1e-4, atol=1e-5)

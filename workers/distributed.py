@@ -1,0 +1,137 @@
+"""One candidate on several GPUs: data-parallel training (DistributedDataParallel) through Ray Train's
+`TorchTrainer`, its workers on one node or several.
+
+`run_distributed` starts ``num_workers`` Ray Train workers (one GPU each, or CPUs with the gloo backend), each
+running `train_loop_per_worker`: the same model (``ray.train.torch.prepare_model``: moved to the worker's
+device and wrapped in DDP; batch norm made ``SyncBatchNorm`` on GPUs, so its statistics are the global batch's
+as on one device), the same global batches in the same order (one seeded permutation), each worker training on
+its slice (`workers.training.Trainer`'s ``shard``): 2 workers at batch B/2 take the steps 1 worker takes at
+batch B. Rank 0 reports every epoch (its slice's training loss, the validation of the whole split, which every
+rank evaluates on identical weights) and the final weights (the unwrapped model's state dict, loadable into
+`nas.build(graph)`).
+
+`ddp_trainable(num_workers, cpus_per_worker, use_gpu)` is the Ray Tune trainable of a search with
+``--gpus-per-trial N`` (N > 1): the Tune trial itself only waits for its `TorchTrainer` (its epoch reports are
+forwarded to Tune by Ray's ``TuneReportCallback``) and reports the final result with the final checkpoint. Its
+failures are handled as a single-device trial's (`workers.trainable.run_trial`). A Tune retry of such a trial
+starts it again from the beginning.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.trainable import (
+    ARCH_FILE,
+    WEIGHTS_FILE,
+    _final,
+    cached_dataset,
+    resolve_data_root,
+    run_trial,
+    train_settings,
+)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: `config` is a trial config (``arch``, ``train``)."""
+    import ray.train
+    import ray.train.torch
+
+    from nas.builder import build
+    from nas.graph import from_dict, to_json
+    from nas.preprocessing import PREPROCESSING_FILE
+    from nas.train_settings import TrainSettings
+    from workers.devices import configure_backends
+    from workers.training import Trainer
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    t = train_settings(config.get("train"))
+    settings = TrainSettings(**t)
+    if settings.batch_size < world:
+        raise ValueError(f"batch size {settings.batch_size} is smaller than the {world} workers sharing each batch")
+    g = from_dict(config["arch"], "config['arch']")
+    device = ray.train.torch.get_device()
+    configure_backends(settings.deterministic)
+    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
+                          t["test_fraction"], device)
+    torch.manual_seed(settings.seed)
+    model = build(g)
+    if device.type == "cuda":  # batch statistics over the global batch, as on one device (gloo has no SyncBN)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if data.x_train.dim() in (4, 5) and settings.channels_last is not False:
+            fmt = torch.channels_last if data.x_train.dim() == 4 else torch.channels_last_3d
+            model = model.to(device, memory_format=fmt)  # before DDP takes its gradient views
+    model = ray.train.torch.prepare_model(model)
+    trainer = Trainer(model, data, settings, device, shard=(rank, world))
+    arch_json = to_json(g)
+    while not trainer.done:
+        metrics = {**trainer.run_epoch(), "status": "ok", "workers": world}
+        if not trainer.done:
+            ray.train.report(metrics)
+            continue
+        metrics.update(_final(trainer, data), loss_curve=json.dumps([h["train_loss"] for h in trainer.history]))
+        with tempfile.TemporaryDirectory(prefix="graphnas-ddp-") as d:
+            checkpoint = None
+            if rank == 0:
+                core = getattr(trainer.model, "module", trainer.model)
+                state = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
+                torch.save(state, Path(d) / WEIGHTS_FILE)
+                (Path(d) / ARCH_FILE).write_text(arch_json)
+                if data.preprocessing is not None:
+                    (Path(d) / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def run_distributed(config: dict[str, Any], num_workers: int, *, use_gpu: bool, cpus_per_worker: float = 1.0,
+                    storage_path: str | None = None, storage_filesystem: Any = None, name: str | None = None,
+                    callbacks: list | None = None):
+    """Train the trial config's architecture on `num_workers` Ray Train workers; returns Ray Train's ``Result``
+    (``metrics``: rank 0's last report; ``checkpoint``: the final weights)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                             callbacks=callbacks or []))
+    return trainer.fit()
+
+
+def ddp_trainable(num_workers: int, cpus_per_worker: float, use_gpu: bool = True) -> Callable[[dict], None]:
+    """The Ray Tune function trainable of a trial trained on `num_workers` GPUs (see the module docstring)."""
+
+    def ddp_trial(config: dict[str, Any]) -> None:
+        run_trial(_ddp_trial, {**config, "_workers": (num_workers, cpus_per_worker, use_gpu)},
+                  {"val_accuracy": float("nan"), "val_loss": float("nan")})
+
+    return ddp_trial
+
+
+def _ddp_trial(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from nas.builder import count_flops, count_params
+    from nas.graph import from_dict
+
+    num_workers, cpus, use_gpu = config.pop("_workers")
+    g = from_dict(config["arch"], "config['arch']")
+    progress.update(params=count_params(g), flops=count_flops(g), device=f"{num_workers} DDP workers")
+    storage = tune.get_context().get_storage()
+    result = run_distributed(config, num_workers, use_gpu=use_gpu, cpus_per_worker=cpus,
+                             storage_path=storage.storage_fs_path, storage_filesystem=storage.storage_filesystem,
+                             name=f"{storage.experiment_dir_name}-ddp-{tune.get_context().get_trial_id()}",
+                             callbacks=[TuneReportCallback()])
+    metrics = {k: v for k, v in result.metrics.items() if k != "checkpoint_path"}
+    tune.report({**metrics, **progress, "epoch": metrics.get("epoch", 0)}, checkpoint=result.checkpoint)
