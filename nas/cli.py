@@ -410,6 +410,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a found architecture (a run folder's best or --rank K, or an architecture .json) to the end, with the
+    search's training settings and any training flag given, here or data-parallel on --workers Ray Train
+    workers (--gpus: one GPU each)."""
+    from nas.config import SearchConfig
+    from nas.evaluation import get_evaluation
+    from nas.export_source import resolve
+    from nas.train_settings import TrainSettings
+
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    src = resolve(args.source, rank=args.rank)
+    train = dict(src.train or {})
+    for dest, (_, key) in _train_flags().items():
+        if getattr(args, dest, None) is not None:
+            train[key] = getattr(args, dest)
+    settings = TrainSettings.from_dict(train, "nas train")
+    cfg = SearchConfig(address=args.address, cpus_per_trial=args.cpus_per_worker, train=settings)
+    metrics = get_evaluation(cfg, "train").retrain(src.arch, args.out, workers=args.workers, use_gpu=args.gpus)
+    val, test = (metrics.get(k, float("nan")) for k in ("val_accuracy", "test_accuracy"))
+    print(f"trained {src.description} for {settings.epochs} epoch(s) on {args.workers} worker(s): val_accuracy "
+          f"{val:.4f}, test_accuracy {test:.4f}")
+    print(f"files: {args.out}/weights.pt, arch.json, metrics.json")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from nas.bench import BenchError, run_bench, strategy_options
 
@@ -503,6 +529,18 @@ def make_parser() -> argparse.ArgumentParser:
                         "evaluations.rejected.jsonl, say which, and exit (then --resume works)")
     _add_train_flags(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("train", help="train a found architecture to the end (data-parallel with --workers N)")
+    p.add_argument("source", help="a search's run folder (its best, or --rank K) or an architecture .json")
+    p.add_argument("--rank", type=int, default=1, help="the K-th best architecture of a run folder (default 1)")
+    p.add_argument("--out", required=True, help="folder for weights.pt, arch.json, metrics.json")
+    p.add_argument("--workers", type=int, default=1,
+                   help="data-parallel Ray Train workers (DistributedDataParallel); 1: train in this process")
+    p.add_argument("--gpus", action="store_true", help="one GPU per worker (NCCL); without it workers use CPUs (gloo)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--address", help="Ray cluster address for --workers > 1 (default: a private local instance)")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="strategies on the NAS-Bench-201 table, many seeds, simulated time (no Ray)")
     p.add_argument("--space", default="nb201", help="the tabular space (nb201)")

@@ -16,6 +16,8 @@ and are found through the one table `EVALUATIONS` (import paths, so importing `n
 - `default_objective`: what a search optimises when it names no objective (``val_accuracy:max`` for the
   built-in kinds; a task whose main metric is another, say ``val_miou:max``, says so here), and
   `reported_metrics()`: the metrics it reports, which objectives and constraints may read (`nas.objectives`);
+- `retrain(arch, out, workers, use_gpu)`: train one architecture to the end outside a search (``nas train``),
+  on this process's device or data-parallel on several Ray Train workers; None where the kind trains nothing;
 - `describe()`: what an evaluation is, for the log line; `epoch_line(result)`: a progress line for an
   intermediate result, or None; `weights_file`: the checkpoint file that holds a trained model's
   weights, if the kind trains one.
@@ -85,6 +87,11 @@ class Evaluation:
         raise NotImplementedError
 
     def in_process(self) -> Callable[[Proposal], Outcome] | None:
+        return None
+
+    def retrain(self, arch: Any, out: Any, workers: int = 1, use_gpu: bool = False) -> dict[str, Any] | None:
+        """Train `arch` with the search's training settings, writing its weights into folder `out`; returns
+        the final metrics (None: this kind trains no network)."""
         return None
 
     def describe(self) -> str:

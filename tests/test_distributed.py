@@ -49,3 +49,15 @@ def test_two_workers_at_half_the_batch_train_as_one_worker(cluster, tmp_path):
     assert result.metrics["val_loss"] == pytest.approx(one.history[-1]["val_loss"], rel=1e-5)
     for k, v in one.model.state_dict().items():
         torch.testing.assert_close(ddp_weights[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_nas_train_retrains_an_architecture_file(tmp_path):
+    from nas.cli import main
+    from nas.graph import to_json
+
+    (tmp_path / "net.json").write_text(to_json(conv_net()))
+    assert main(["train", str(tmp_path / "net.json"), "--out", str(tmp_path / "out"), "--epochs", "1",
+                 "--batch-size", "32"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["epoch"] == 1 and metrics["workers"] == 1 and 0 <= metrics["test_accuracy"] <= 1
+    build(conv_net()).load_state_dict(torch.load(tmp_path / "out" / "weights.pt", weights_only=True))

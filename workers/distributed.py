@@ -135,3 +135,63 @@ def _ddp_trial(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
                              callbacks=[TuneReportCallback()])
     metrics = {k: v for k, v in result.metrics.items() if k != "checkpoint_path"}
     tune.report({**metrics, **progress, "epoch": metrics.get("epoch", 0)}, checkpoint=result.checkpoint)
+
+
+def retrain(arch: Any, out: str | Path, cfg: Any, workers: int = 1, use_gpu: bool = False) -> dict[str, Any]:
+    """Train `arch` (an ArchGraph) with `cfg.train` to the end (``nas train``): here on this process's device with
+    one worker, else data-parallel on `workers` Ray Train workers (GPUs with `use_gpu`, else CPUs and gloo) of the
+    Ray cluster at ``cfg.address`` (default: a private local instance). Writes ``weights.pt`` (loadable into
+    ``nas.build(arch)``), ``arch.json``, ``preprocessing.json`` and ``metrics.json`` into `out`."""
+    import dataclasses
+    import shutil
+
+    from nas.graph import to_dict, to_json
+    from nas.io import atomic_write_json
+    from nas.preprocessing import PREPROCESSING_FILE
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"arch": to_dict(arch), "train": dataclasses.asdict(cfg.train)}
+    if workers <= 1:
+        metrics = _train_here(config, out)
+    else:
+        from nas.ray_cluster import connect_ray, release_ray
+
+        print(connect_ray(cfg.address), flush=True)
+        try:
+            result = run_distributed(config, workers, use_gpu=use_gpu, cpus_per_worker=cfg.cpus_per_trial,
+                                     storage_path=str((out / "ray").resolve()), name="train")
+            with result.checkpoint.as_directory() as d:
+                for name in (WEIGHTS_FILE, PREPROCESSING_FILE):
+                    if (Path(d) / name).is_file():
+                        shutil.copyfile(Path(d) / name, out / ("weights.pt" if name == WEIGHTS_FILE else name))
+            metrics = {k: v for k, v in result.metrics.items() if k != "checkpoint_path"}
+        finally:
+            release_ray()
+    (out / "arch.json").write_text(to_json(arch))
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _train_here(config: dict[str, Any], out: Path) -> dict[str, Any]:
+    from nas.builder import build
+    from nas.graph import from_dict
+    from nas.preprocessing import PREPROCESSING_FILE
+    from nas.train_settings import TrainSettings
+    from workers.training import Trainer, default_device
+
+    t = train_settings(config["train"])
+    device = default_device()
+    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
+                          t["test_fraction"], device)
+    torch.manual_seed(t["seed"])
+    trainer = Trainer(build(from_dict(config["arch"])), data, TrainSettings(**t), device)
+    while not trainer.done:
+        metrics = trainer.run_epoch()
+        print(f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}, val_accuracy "
+              f"{metrics['val_accuracy']:.4f}", flush=True)
+    metrics = {**trainer.history[-1], **_final(trainer, data), "device": str(device), "workers": 1}
+    torch.save({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, out / "weights.pt")
+    if data.preprocessing is not None:
+        (out / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
+    return metrics

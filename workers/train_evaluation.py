@@ -36,5 +36,10 @@ class TrainEvaluation(Evaluation):
             return ddp_trainable(int(gpus), self.cfg.cpus_per_trial, use_gpu=True)
         return train_architecture
 
+    def retrain(self, arch, out, workers: int = 1, use_gpu: bool = False) -> dict[str, Any]:
+        from workers.distributed import retrain
+
+        return retrain(arch, out, self.cfg, workers=workers, use_gpu=use_gpu)
+
     def describe(self) -> str:
         return f"{self.cfg.train.dataset}, {self.cfg.train.epochs} epoch(s) per candidate"
