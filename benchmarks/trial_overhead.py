@@ -19,6 +19,9 @@ Figures per trial (means), in seconds:
 - steady slot: (time from the first trial's start to the last one's end x concurrency - total train) / trials:
   the CPU-slot time per trial not spent training once the actors are up (actor start-up, paid once per actor,
   is left out: it is `startup`, from fit() to the first trial's start).
+The first trial on each worker process ("cold") also pays that process's imports and data set load (once per
+process with reuse); the others ("warm") are what each further trial costs. Both are printed: the per-trial
+figure with actor reuse is the warm one, the cold one is a per-worker start-up cost.
 
 Usage: python benchmarks/trial_overhead.py [--trials 16] [--cpus 2] [--repeats 2]
 """
@@ -80,6 +83,7 @@ class Spans:
         from ray import tune
 
         self.spans: dict[str, list[float]] = {}
+        self.pids: dict[str, int] = {}
         outer = self
 
         class Callback(tune.Callback):
@@ -88,6 +92,7 @@ class Spans:
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 outer.spans[trial.trial_id].append(time.perf_counter())
+                outer.pids[trial.trial_id] = (trial.last_result or {}).get("pid", 0)
 
         self.callback = Callback()
 
@@ -97,11 +102,19 @@ def summarise(rows: list[dict], spans: Spans, fit_start: float, cpus: int) -> di
     ends = [s[1] for s in spans.spans.values() if len(s) > 1]
     first, last = min(starts), max(ends)
     total_train = sum(r["train"] for r in rows)
+    seen: set = set()
+    for r in sorted(rows, key=lambda r: r["start"]):  # the first trial of each worker process is cold
+        r["cold"] = r["pid"] not in seen
+        seen.add(r["pid"])
+    warm = [r for r in rows if not r["cold"]] or rows
+    cold = [r for r in rows if r["cold"]]
     return {
         "trials": len(rows), "train": statistics.mean(r["train"] for r in rows),
-        "in_trial": statistics.mean(r["in_trial"] for r in rows), "span": statistics.mean(r["span"] for r in rows),
+        "in_trial": statistics.mean(r["in_trial"] for r in warm), "span": statistics.mean(r["span"] for r in warm),
+        "span_median": statistics.median(r["span"] for r in warm),
+        "cold_span": statistics.mean(r["span"] for r in cold),
         "steady_slot": ((last - first) * cpus - total_train) / len(rows), "startup": first - fit_start,
-        "processes": len({r["pid"] for r in rows}),
+        "processes": len(seen), "span_all": statistics.mean(r["span"] for r in rows),
     }
 
 
@@ -129,7 +142,7 @@ def run_tuner(kind: str, trials: int, cpus: int, storage: Path, tag: str) -> dic
             raise RuntimeError(f"trial failed: {r.error or m.get('error')}")
         start, end = spans.spans[m["trial_id"]]
         rows.append({"train": m["train_seconds"], "in_trial": m["time_total_s"] - m["train_seconds"],
-                     "span": end - start - m["train_seconds"], "pid": m["pid"]})
+                     "span": end - start - m["train_seconds"], "pid": m["pid"], "start": start})
     return summarise(rows, spans, t0, cpus)
 
 
@@ -161,15 +174,14 @@ def run_driver(trials: int, cpus: int, out: Path) -> dict:
         run_trials(state)
     finally:
         nas.search._make_trial_callback = make_callback
-    rows = []
+    rows, pids = [], spans.pids
     for r in (json.loads(line) for line in folder.evaluations_file.read_text().splitlines()):
         m = r["metrics"]
         if r["status"] != "ok":
             raise RuntimeError(f"trial failed: {r.get('error')}")
         start, end = spans.spans[r["trial_id"]]
-        rows.append({"train": m["train_seconds"], "in_trial": m["time_total_s"] - m["train_seconds"]
-                     if "time_total_s" in m else float("nan"), "span": end - start - m["train_seconds"],
-                     "pid": m.get("pid", 0)})
+        rows.append({"train": m["train_seconds"], "in_trial": float("nan"), "span": end - start - m["train_seconds"],
+                     "pid": pids.get(r["trial_id"], 0), "start": start})
     return summarise(rows, spans, t0, cpus)
 
 
@@ -217,10 +229,12 @@ def main() -> None:
     print(f"# ray {ray.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
           f"{os.cpu_count()} cores visible (machine shared with other work; compare within this run)")
     print(f"# ray.init: {init:.2f} s (once, not counted below); load average before: {os.getloadavg()[0]:.2f}")
-    print("# seconds per trial (means); span = driver's trial start to end minus train; steady slot = (first start "
-          "to last end x concurrency - total train) / trials; startup = fit() to the first trial's start (once)")
-    print(f"{'round':>5} {'kind':>10} {'processes':>9} {'train':>7} {'in-trial':>9} {'span':>7} {'steady slot':>11} "
-          f"{'startup':>8}")
+    print("# seconds per trial; warm = every trial but the first on each worker process (cold: imports, data load);")
+    print("# span = driver's trial start to end minus train (warm mean, warm median, cold mean); in-trial (warm) =")
+    print("# Tune's time_total_s minus train; steady slot = (first start to last end x concurrency - total train) /")
+    print("# trials; startup = fit() to the first trial's start (once)")
+    print(f"{'round':>5} {'kind':>10} {'processes':>9} {'train':>7} {'in-trial':>9} {'span':>7} {'median':>7} "
+          f"{'cold':>7} {'steady slot':>11} {'startup':>8}")
     runs = []
     try:
         for rnd in range(args.repeats):
@@ -233,16 +247,20 @@ def main() -> None:
                 r["kind"] = kind
                 runs.append(r)
                 print(f"{rnd:>5} {kind:>10} {r['processes']:>9} {r['train']:>7.3f} {r['in_trial']:>9.3f} "
-                      f"{r['span']:>7.3f} {r['steady_slot']:>11.3f} {r['startup']:>8.2f}", flush=True)
+                      f"{r['span']:>7.3f} {r['span_median']:>7.3f} {r['cold_span']:>7.2f} {r['steady_slot']:>11.3f} "
+                      f"{r['startup']:>8.2f}", flush=True)
     finally:
         ray.shutdown()
     print()
     for kind in args.kinds.split(","):
         rs = [r for r in runs if r["kind"] == kind]
-        print(f"{kind}: per trial {statistics.mean(r['span'] for r in rs):.3f} s span overhead, "
-              f"{statistics.mean(r['steady_slot'] for r in rs):.3f} s steady slot overhead, "
-              f"{statistics.mean(r['in_trial'] for r in rs):.3f} s in the trial; training "
-              f"{statistics.mean(r['train'] for r in rs):.3f} s")
+        def mean(key: str, rs: list[dict] = rs) -> float:
+            return statistics.mean(r[key] for r in rs)
+
+        print(f"{kind}: per warm trial {mean('span'):.3f} s span overhead (median {mean('span_median'):.3f} s), "
+              f"{mean('in_trial'):.3f} s of it in the trial; first trial per worker {mean('cold_span'):.2f} s; "
+              f"all trials {mean('span_all'):.3f} s; steady slot {mean('steady_slot'):.3f} s; training "
+              f"{mean('train'):.3f} s")
     print(f"(load average after: {os.getloadavg()[0]:.2f})")
 
 
