@@ -44,21 +44,36 @@ class Report:
         self.path.write_text("\n".join(self.lines) + "\n")
 
 
-def synthetic_cifar(folder: Path, n: int, seed: int = 0) -> Path:
-    """n uint8 images 3x32x32 in 10 classes: a per-class low-frequency template plus noise (learnable)."""
+def synthetic_cifar(folder: Path, n: int, side: int = 32, seed: int = 0) -> Path:
+    """n uint8 images 3 x side x side in 10 classes: a per-class low-frequency template plus noise (learnable)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    templates = rng.normal(0, 1, (10, 3, 4, 4)).repeat(8, axis=2).repeat(8, axis=3)
+    templates = rng.normal(0, 1, (10, 3, 4, 4)).repeat(side // 4, axis=2).repeat(side // 4, axis=3)
     y = rng.integers(0, 10, n)
-    x = np.clip(128 + 40 * templates[y] + rng.normal(0, 60, (n, 3, 32, 32)), 0, 255).astype(np.uint8)
+    x = np.clip(128 + 40 * templates[y] + rng.normal(0, 60, (n, 3, side, side)), 0, 255).astype(np.uint8)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "x_train.npy", x)
     np.save(folder / "y_train.npy", y.astype(np.int64))
     return folder
 
 
-def amp_vs_plain(report: Report, data_root: Path, seconds: float, device: str) -> None:
+def candidate(dry: bool, shape: tuple[int, ...]):
+    """resnet20_cifar; in a dry run a two-conv net (the CPU would spend minutes on resnet20)."""
+    import nas
+
+    if not dry:
+        return nas.get_space("resnet").graph(preset="resnet20_cifar", num_classes=10, input_shape=shape)
+    g = nas.ArchGraph(shape)
+    x = g.add_op("conv0", "conv", "input", out_channels=8, kernel_size=3)
+    x = g.add_op("bn0", "bn", x)
+    x = g.add_op("relu0", "relu", x)
+    x = g.add_op("pool", "global_avgpool", x)
+    g.add_op("fc", "linear", x, out_features=10)
+    return g
+
+
+def amp_vs_plain(report: Report, data_root: Path, seconds: float, device: str, dry: bool) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -68,9 +83,9 @@ def amp_vs_plain(report: Report, data_root: Path, seconds: float, device: str) -
     from workers.training import Trainer, evaluate
 
     data = cached_dataset("npy", str(data_root), 0, 0.2, 0.2, torch.device(device))
-    g = nas.get_space("resnet").graph(preset="resnet20_cifar", num_classes=10, input_shape=(3, 32, 32))
-    report(f"## 1. {g.graph.get('name', 'resnet20_cifar')} ({nas.count_params(g):,} params), batch 128, "
-           f"{seconds:g} s each, {device}")
+    g = candidate(dry, tuple(data.input_shape))
+    report(f"## 1. {'a two-conv net' if dry else 'resnet20_cifar'} ({nas.count_params(g):,} params), input "
+           f"{list(data.input_shape)}, batch 128, {seconds:g} s each, {device}")
     for amp in (False, True):
         torch.manual_seed(0)
         s = TrainSettings(dataset="npy", epochs=1000, batch_size=128, amp=amp, max_seconds=seconds,
@@ -142,8 +157,10 @@ def shared_gpu(report: Report, data_root: Path, tmp: Path, dry: bool) -> None:
     cpu_pids: set[int] = set()
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
-    common = ["search", "--space", "resnet", "--strategy", "random", "--dataset", "npy", "--data-root",
-              str(data_root), "--epochs", "1", "--max-params", "300000"]
+    space = ["--space", "nb201", "--space-option", "C=4", "--space-option", "N=1"] if dry else [
+        "--space", "resnet", "--max-params", "300000"]
+    common = ["search", *space, "--strategy", "random", "--dataset", "npy", "--data-root", str(data_root),
+              "--epochs", "1"]
     cpu = subprocess.Popen([sys.executable, "-m", "nas.cli", *common, "--budget", "2", "--out", str(tmp / "cpu"),
                             "--gpus-per-trial", "0", "--seed", "5"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -163,11 +180,12 @@ def shared_gpu(report: Report, data_root: Path, tmp: Path, dry: bool) -> None:
 
 
 def darts(report: Report, data_root: Path, tmp: Path, dry: bool) -> None:
-    report("## 3. DARTS first and second order (1 search epoch, darts space C=8 layers=5)")
+    c, layers = (4, 3) if dry else (8, 5)
+    report(f"## 3. DARTS first and second order (1 search epoch, darts space C={c} layers={layers})")
     for order in (1, 2):
         rc, text = search(["search", "--space", "darts", "--strategy", "darts", "--dataset", "npy", "--data-root",
                            str(data_root), "--strategy-option", "epochs=1", "--strategy-option", f"order={order}",
-                           "--space-option", "C=8", "--space-option", "layers=5", "--epochs", "1",
+                           "--space-option", f"C={c}", "--space-option", f"layers={layers}", "--epochs", "1",
                            "--gpus-per-trial", "0" if dry else "1", "--out", str(tmp / f"darts{order}")])
         lines = [line for line in text.splitlines() if line.startswith("[darts]")]
         report(f"order {order}: rc {rc}; {lines[-1] if lines else text.strip().splitlines()[-1][:200]}")
@@ -248,8 +266,7 @@ def ddp(report: Report, tmp: Path, dry: bool) -> None:
     arch = tmp / "net.json"
     import nas
 
-    arch.write_text(nas.to_json(nas.get_space("resnet").graph(preset="resnet20_cifar", num_classes=10,
-                                                              input_shape=(1, 8, 8))))
+    arch.write_text(nas.to_json(candidate(dry, (1, 8, 8))))
     for workers in (1, 2):
         start = time.perf_counter()
         rc, text = search(["train", str(arch), "--out", str(tmp / f"ddp{workers}"), "--workers", str(workers),
@@ -281,8 +298,8 @@ def main() -> None:
         props = torch.cuda.get_device_properties(0)
         report(f"# {torch.cuda.device_count()} x {props.name}, {props.total_memory / 2**30:.0f} GiB, compute "
                f"capability {props.major}.{props.minor}")
-    data_root = synthetic_cifar(tmp / "cifar_like", 2000 if dry else 20000)
-    steps = [("amp", lambda: amp_vs_plain(report, data_root, 5 if dry else 40, "cpu" if dry else "cuda")),
+    data_root = synthetic_cifar(tmp / "cifar_like", 600 if dry else 20000, side=16 if dry else 32)
+    steps = [("amp", lambda: amp_vs_plain(report, data_root, 3 if dry else 30, "cpu" if dry else "cuda", dry)),
              ("shared", lambda: shared_gpu(report, data_root, tmp, dry)),
              ("darts", lambda: darts(report, data_root, tmp, dry)),
              ("oom", lambda: oom(report, tmp, dry)),
