@@ -102,12 +102,15 @@ def test_failing_candidates_are_recorded_and_the_search_goes_on(cluster, tmp_pat
     for r in rows:
         by_mode.setdefault(r["assignment"]["mode"], []).append(r)
     assert all(r["status"] == "ok" for r in by_mode.get("ok", []))
-    for mode, needle in (("build_error", "cannot be built"), ("nan", "NaN"), ("shape_error", ""),
-                         ("oom", "memory")):
+    for mode, needle in (("build_error", "cannot be built"), ("nan", "NaN"), ("shape_error", "")):
         for r in by_mode.get(mode, []):
             assert r["status"] == "failed" and r["value"] is None and needle in r["error"], r
+    for r in by_mode.get("oom", []):  # out of memory (the host's allocator here): run again once, then "oom"
+        assert r["status"] == "oom" and r["value"] is None and "also when run again alone" in r["error"], r
+        assert "memory" in r["error"] and (r.get("cached") or r["retry_of"] != r["trial_id"]), r
     assert len(by_mode) >= 4, f"the seed should draw several failure modes, drew {sorted(by_mode)}"
     assert any(r["status"] == "failed" for r in rows) and any(r["status"] == "ok" for r in rows)
+    assert outcome.n_failed == sum(r["status"] in ("failed", "oom") and not r.get("cached") for r in rows)
 
 
 def test_killed_driver_resumes_without_losing_or_repeating(cluster, tmp_path):
