@@ -36,10 +36,12 @@ def gpu_cluster(tmp_path_factory):
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trainables below, in the workers
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
-             configure_logging=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:  # Ray refuses 2 declared GPUs where CUDA_VISIBLE_DEVICES lists fewer
+        env.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
+                 configure_logging=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        yield
+        ray.shutdown()
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
@@ -65,6 +67,16 @@ def test_a_worker_gets_exactly_the_gpus_ray_assigned_it(gpu_cluster):
     assert device == "cpu" and after == ""  # ... the worker hides them itself
     visible, error = ray.get(gpu_task.remote())
     assert visible in ("0", "1") and f"GPU(s) {visible} to this trial" in error
+
+
+def test_the_driver_keeps_its_gpus_visible_with_ray_initialised(gpu_cluster):
+    # a driver is no Ray worker: ray.get_gpu_ids() is [] there, which must not hide its GPUs (it once leaked
+    # CUDA_VISIBLE_DEVICES="" from an in-process evaluation into this process and every Ray node started after)
+    from workers.devices import assigned_gpu_ids, trial_devices
+
+    assert assigned_gpu_ids() is None
+    trial_devices()
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -63,11 +63,13 @@ class TrialDevices:
 
 
 def assigned_gpu_ids() -> list[str] | None:
-    """Ray's ids of the GPUs assigned to this worker process, or None outside a Ray worker."""
+    """Ray's ids of the GPUs assigned to this worker process, or None outside a Ray worker (a driver with Ray
+    initialised too: it holds no GPUs of Ray's, and hiding them there would hide them from the driver's own
+    in-process training and from any Ray node it starts later in the same process)."""
     try:
         import ray
 
-        if not ray.is_initialized():
+        if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
             return None
         return [str(i) for i in ray.get_gpu_ids()]
     except Exception:  # a driver process, or Ray not installed
