@@ -79,10 +79,10 @@ def amp_vs_plain(report: Report, data_root: Path, seconds: float, device: str, d
 
     import nas
     from nas.train_settings import TrainSettings
-    from workers.trainable import cached_dataset
+    from workers.data import load_dataset
     from workers.training import Trainer, evaluate
 
-    data = cached_dataset("npy", str(data_root), 0, 0.2, 0.2, torch.device(device))
+    data = load_dataset("npy", root=str(data_root))
     g = candidate(dry, tuple(data.input_shape))
     report(f"## 1. {'a two-conv net' if dry else 'resnet20_cifar'} ({nas.count_params(g):,} params), input "
            f"{list(data.input_shape)}, batch 128, {seconds:g} s each, {device}")
@@ -101,7 +101,7 @@ def amp_vs_plain(report: Report, data_root: Path, seconds: float, device: str, d
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         scaler = torch.amp.GradScaler("cuda", enabled=amp and t.amp_dtype == torch.float16)
-        x_all, y_all = data.x_train, data.y_train
+        x_all, y_all = data.x_train.to(device), data.y_train.to(device)  # standardised once, on the device
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             idx = torch.randint(0, len(y_all), (128,), device=y_all.device)
@@ -118,7 +118,7 @@ def amp_vs_plain(report: Report, data_root: Path, seconds: float, device: str, d
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         plain = steps * 128 / (time.perf_counter() - start)
-        acc = evaluate(model, data.x_val, data.y_val, amp=amp)["accuracy"]
+        acc = evaluate(model, data.x_val.to(device), data.y_val.to(device), amp=amp)["accuracy"]
         report(f"AMP {'on (' + str(t.amp_dtype).replace('torch.', '') + ')' if amp else 'off':<16} Trainer "
                f"{ours:8.0f} samples/s, val_accuracy {m['val_accuracy']:.4f} | plain loop {plain:8.0f} samples/s, "
                f"val_accuracy {acc:.4f} | ratio {ours / plain:.3f}")

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nas  # noqa: E402
-from workers.datasets import load_dataset  # noqa: E402
+from workers.data import load_dataset  # noqa: E402
 from workers.training import evaluate, train_candidate  # noqa: E402
 
 SEEDS = (0, 1, 2)

@@ -609,7 +609,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     found: list[type[BaseException]] = [CLIError, ConfigError, SettingsError, SearchError, SpaceError,
                                         ArchitectureError, OpError, EvaluationError, ExportError, ExportSourceError,
                                         JournalError, BenchError, ObjectiveError, LatencyTableError, FileNotFoundError]
-    for module, name in (("nas.preprocessing", "PreprocessingError"), ("workers.arrays", "DatasetError"),
+    for module, name in (("nas.preprocessing", "PreprocessingError"), ("workers.data.arrays", "DatasetError"),
                          ("workers.tabular", "TableError")):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):

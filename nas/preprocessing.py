@@ -1,6 +1,6 @@
 """The input preprocessing a model was trained with, as plain data, and the graph step that applies it.
 
-A worker trains on inputs it prepared itself (``workers.datasets``: uint8 divided by 255, digits' 0..16
+A worker trains on inputs it prepared itself (``workers.data``: uint8 divided by 255, digits' 0..16
 pixels by 16, then per-channel standardisation with the training split's mean and std). An exported model
 must be given the same, so the preprocessing travels with the trained weights as one plain dict that any
 data set can fill::

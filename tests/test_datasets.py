@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from workers.datasets import (
-    CIFAR10_TEST_FILE,
-    CIFAR10_TRAIN_FILES,
-    DatasetError,
-    DatasetInfo,
-    dataset_info,
-    load_dataset,
-    read_cifar10_file,
-)
+from workers.data import DatasetError, DatasetInfo, dataset_info, load_dataset
+from workers.data.cifar10 import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, read_cifar10_file
 
 
 def _rows(*xs: torch.Tensor) -> np.ndarray:
@@ -288,23 +281,20 @@ def test_dataset_info_agrees_with_load_dataset(roots, name, root, options):
     folder = roots[root] if root else None
     data = load_dataset(name, root=folder, **options)
     info = dataset_info(name, root=folder, **options)
-    assert info == DatasetInfo(name=data.name, input_shape=data.input_shape, num_classes=data.num_classes)
+    assert info == DatasetInfo(name=data.name, input_shape=data.input_shape, num_classes=data.num_classes,
+                               notes=info.notes)
     assert isinstance(info.input_shape, tuple) and all(type(v) is int for v in info.input_shape)
 
 
 def test_dataset_info_does_not_load_the_inputs(roots, monkeypatch):
-    """The loaders are not called, and every input array is memory-mapped (its header read), not loaded."""
-    import workers.datasets
-    import workers.video_data
+    """No cache entry is built (nothing is decoded), and every input array is memory-mapped (its header read),
+    not loaded."""
+    import workers.data.dataset
 
     def refuse(*args, **kwargs):
-        raise AssertionError("dataset_info loaded a data set")
+        raise AssertionError("dataset_info decoded a data set")
 
-    for module, attr in ((workers.datasets, "_digits"), (workers.datasets, "read_cifar10"),
-                         (workers.datasets, "read_cifar10_file"), (workers.datasets, "read_npy_folder"),
-                         (workers.datasets, "load_video_arrays"), (workers.video_data, "moving_digits"),
-                         (workers.video_data, "read_clip_folder")):
-        monkeypatch.setattr(module, attr, refuse)
+    monkeypatch.setattr(workers.data.dataset, "cached_entry", refuse)
     loads = []
     real_load = np.load
 
@@ -312,7 +302,7 @@ def test_dataset_info_does_not_load_the_inputs(roots, monkeypatch):
         loads.append((path.name, mmap_mode))
         return real_load(path, *args, mmap_mode=mmap_mode, **kwargs)
 
-    monkeypatch.setattr(np, "load", spy)  # numpy's own: workers.arrays calls np.load
+    monkeypatch.setattr(np, "load", spy)  # numpy's own: workers.data.arrays calls np.load
     assert dataset_info("digits").input_shape == (1, 8, 8)
     assert dataset_info("cifar10", root=roots["cifar"]).num_classes == 10
     assert dataset_info("moving_digits").input_shape == (1, 20, 16, 16)
@@ -320,6 +310,8 @@ def test_dataset_info_does_not_load_the_inputs(roots, monkeypatch):
         dataset_info(name, root=roots[root])
     inputs = [(f, m) for f, m in loads if not f.startswith("y_")]
     assert len(inputs) == 3 + 2 + 12 and all(m == "r" for _, m in inputs), loads
+    with pytest.raises(AssertionError, match="decoded"):  # the spy is where load_dataset would decode
+        load_dataset("digits", cache_dir=roots["clips"].parent / "fresh-cache")
 
 
 def test_dataset_info_errors_are_load_datasets(tmp_path, cifar_root):

@@ -13,7 +13,7 @@ import torch
 from nas.builder import build
 from nas.graph import ArchGraph, to_dict
 from nas.train_settings import TrainSettings
-from workers.trainable import WEIGHTS_FILE, cached_dataset
+from workers.trainable import WEIGHTS_FILE, cached_dataset, train_settings
 from workers.training import Trainer
 
 pytest.importorskip("ray.train.torch")
@@ -38,7 +38,7 @@ def test_two_workers_at_half_the_batch_train_as_one_worker(cluster, tmp_path):
     with result.checkpoint.as_directory() as d:
         ddp_weights = torch.load(f"{d}/{WEIGHTS_FILE}", weights_only=True)
 
-    data = cached_dataset("digits", None, 0)
+    data = cached_dataset(train_settings(train))
     torch.manual_seed(0)
     one = Trainer(build(g), data, TrainSettings(**train), "cpu")
     while not one.done:

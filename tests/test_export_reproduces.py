@@ -28,7 +28,8 @@ from nas.export.verify import isolated_command
 from nas.graph import ArchGraph
 from nas.preprocessing import PREPROCESSING_FILE, input_normalization, with_input_normalization
 from nas.results import RunFolder
-from workers.datasets import _split, load_dataset
+from workers.data import load_dataset
+from workers.data.splits import hold_out
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,8 +96,14 @@ print(json.dumps(out))
 '''
 
 
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
+    """(x_keep, y_keep, x_held, y_held): the worker's seeded hold-out (workers.data.splits.hold_out)."""
+    keep, held = hold_out(y, fraction, seed, what)
+    return x[keep], y[keep], x[held], y[held]
+
+
 def _raw_digits_splits(folder: Path, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2) -> Path:
-    """Digits' raw pixels (0..16, float32) split as `workers.datasets.load_dataset` splits them, as .npy."""
+    """Digits' raw pixels (0..16, float32) split as `workers.data.load_dataset` splits them, as .npy."""
     from sklearn.datasets import load_digits
 
     d = load_digits()

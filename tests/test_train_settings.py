@@ -21,6 +21,10 @@ WORKER_DEFAULTS = {
     "label_smoothing": 0.0, "schedule": "cosine", "seed": 0, "aux_weight": 0.3, "amp": None, "channels_last": None,
     "deterministic": False, "max_seconds": None, "eval_batch_size": 512, "bn_recalibration": 256, "checkpoint_every": 0,
     "latency_reps": 20, "latency_batch_size": 1,
+    # data and recipe settings added with the data pipeline: their defaults leave a search as it was
+    "image_size": None, "strict": False, "data_cache": None, "data_placement": "auto", "augment": None,
+    "recipe": None, "lr_milestones": None, "lr_gamma": 0.1, "plateau_patience": 5, "warmup_epochs": 0.0,
+    "grad_clip": 0.0, "drop_path": 0.0,
 }
 # a valid value other than the default, for every setting
 OTHER = {
@@ -29,14 +33,20 @@ OTHER = {
     "label_smoothing": 0.1, "schedule": "constant", "seed": 4, "aux_weight": 0.5, "amp": True, "channels_last": False,
     "deterministic": True, "max_seconds": 60.0, "eval_batch_size": 256, "bn_recalibration": 0, "checkpoint_every": 2,
     "latency_reps": 0, "latency_batch_size": 4,
+    "image_size": "48x64", "strict": True, "data_cache": "/tmp/cache", "data_placement": "stream",
+    "augment": "crop:4,flip,cutout:16", "recipe": "vgg", "lr_milestones": "30,60", "lr_gamma": 0.5,
+    "plateau_patience": 2, "warmup_epochs": 1.5, "grad_clip": 5.0, "drop_path": 0.2,
 }
 # an invalid value for every setting
 BAD = {
     "dataset": "", "data_root": 3, "data_seed": -1, "val_fraction": 0.0, "test_fraction": 1.0, "epochs": 0,
     "batch_size": 1.5, "optimizer": "adam", "lr": 0.0, "weight_decay": -1.0, "momentum": math.nan,
-    "label_smoothing": 1.0, "schedule": "step", "seed": True, "aux_weight": -0.1, "amp": "yes", "channels_last": 1,
+    "label_smoothing": 1.0, "schedule": "linear", "seed": True, "aux_weight": -0.1, "amp": "yes", "channels_last": 1,
     "deterministic": None, "max_seconds": 0, "eval_batch_size": 0, "bn_recalibration": -1, "checkpoint_every": -1,
     "latency_reps": -1, "latency_batch_size": 0,
+    "image_size": "big", "strict": "no", "data_cache": "", "data_placement": "gpu", "augment": "rotate:10",
+    "recipe": "alexnet", "lr_milestones": "60,30", "lr_gamma": 0.0, "plateau_patience": -1, "warmup_epochs": -1.0,
+    "grad_clip": -0.5, "drop_path": 1.0,
 }
 
 
@@ -89,7 +99,7 @@ def test_from_dict_fills_defaults_takes_ints_for_floats_and_names_unknown_keys()
     s = TrainSettings.from_dict({"lr": 1, "epochs": 2}, "x")
     assert s.lr == 1.0 and isinstance(s.lr, float) and s.epochs == 2 and s.batch_size == 64
     assert TrainSettings.from_dict(None) == TrainSettings()
-    with pytest.raises(SettingsError, match=r"^x: unknown setting 'epoch'; known: \['amp', 'aux_weight'"):
+    with pytest.raises(SettingsError, match=r"^x: unknown setting 'epoch'; known: \['amp', 'augment', 'aux_weight'"):
         TrainSettings.from_dict({"epoch": 3}, "x")
     with pytest.raises(SettingsError, match=r"unknown settings \['colour', 'epoch'\]"):
         TrainSettings.from_dict({"epoch": 3, "colour": "red"}, "x")
@@ -130,9 +140,28 @@ def test_bad_settings_stop_the_search_before_it_starts(tmp_path, monkeypatch, ca
     assert main(["search", "--out", str(tmp_path / "r"), "--val-fraction", "1.5"]) == 2
     assert "'val_fraction' must be a number in (0, 1)" in capsys.readouterr().err
     path = tmp_path / "c.toml"
-    path.write_text('[train]\nschedule = "step"\n')
+    path.write_text('[train]\nschedule = "linear"\n')
     with pytest.raises(ConfigError, match=r"c\.toml \[train\]: training setting 'schedule' must be one of"):
         parse("--config", str(path))
+
+
+def test_a_recipe_gives_the_defaults_of_the_settings_not_given(tmp_path):
+    from nas.train_settings import RECIPES
+
+    darts = TrainSettings.from_dict({"recipe": "darts"})
+    assert (darts.epochs, darts.batch_size, darts.lr, darts.augment, darts.drop_path, darts.aux_weight,
+            darts.grad_clip) == (600, 96, 0.025, "crop:4,flip,cutout:16", 0.2, 0.4, 5.0)
+    cfg = parse("--recipe", "darts", "--epochs", "2")
+    assert cfg.train.epochs == 2 and cfg.train.drop_path == 0.2 and cfg.train.recipe == "darts"
+    path = tmp_path / "r.toml"
+    path.write_text('[train]\nrecipe = "resnet_cifar"\nlr_milestones = [3, 5]\nimage_size = 32\n')
+    t = parse("--config", str(path)).train
+    assert (t.schedule, t.lr_milestones, t.lr, t.image_size) == ("step", "3,5", 0.1, "32")
+    assert TrainSettings.from_dict(t.to_dict()) == t  # a run's config.json reads back the same
+    for name in RECIPES:
+        TrainSettings.from_dict({"recipe": name})
+    with pytest.raises(SettingsError, match="'lr_milestones' must be the epochs of schedule 'step'"):
+        TrainSettings.from_dict({"schedule": "step"})
 
 
 def test_a_resumed_runs_config_without_the_newer_settings_gets_their_defaults(tmp_path):

@@ -105,7 +105,7 @@ def test_good_trial_reports_metrics_and_a_checkpoint(results):
         assert sorted(os.listdir(d)) == ["arch.json", "model.pt", "preprocessing.json", "train_state.pth"]
         g, model = load_trained_model(d)
         preprocessing = json.loads((Path(d) / "preprocessing.json").read_text())
-    from workers.datasets import load_dataset
+    from workers.data import load_dataset
     from workers.training import evaluate
 
     data = load_dataset("digits")

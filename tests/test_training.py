@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 import nas
 from nas.graph import ArchGraph
-from workers.datasets import load_dataset
+from workers.data import from_arrays, load_dataset
 from workers.training import (
     CandidateFailed,
     Trainer,
@@ -100,10 +99,16 @@ def test_resume_from_state_continues_exactly(digits):
         assert torch.equal(p, got[name]), name
 
 
+def _with_train_inputs(digits, x):
+    d = digits
+    return from_arrays(x.numpy(), d.y_train.numpy(), d.x_val.numpy(), d.y_val.numpy(), d.x_test.numpy(),
+                       d.y_test.numpy(), name="digits")
+
+
 def test_nan_loss_raises_candidate_failed(digits):
     x = digits.x_train.clone()
     x[:] = float("nan")
-    bad = dataclasses.replace(digits, x_train=x)
+    bad = _with_train_inputs(digits, x)
     with pytest.raises(CandidateFailed, match=r"^NaN loss at epoch 1 step 1$"):
         train_candidate(_model(tiny_graph(8)), bad, epochs=1)
 
@@ -111,7 +116,7 @@ def test_nan_loss_raises_candidate_failed(digits):
 def test_nan_loss_names_the_later_step_and_epoch(digits):
     x = digits.x_train.clone()
     x[5] = float("inf")  # one poisoned example: the step whose batch holds it fails
-    bad = dataclasses.replace(digits, x_train=x)
+    bad = _with_train_inputs(digits, x)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     step = int((perm == 5).nonzero()) // 100 + 1
     with pytest.raises(CandidateFailed, match=rf"^NaN loss at epoch 1 step {step}$"):
@@ -185,7 +190,7 @@ def test_evaluate_and_latency(digits):
 
 
 @pytest.mark.parametrize("key, value", [("optimizer", "adam"), ("epochs", 0), ("lr", -1.0),
-                                        ("schedule", "step"), ("label_smoothing", 1.0), ("batch_size", 1.5),
+                                        ("schedule", "linear"), ("label_smoothing", 1.0), ("batch_size", 1.5),
                                         ("max_seconds", 0), ("bn_recalibration", -1)])
 def test_bad_settings_are_named(digits, key, value):
     with pytest.raises(ValueError, match=f"'{key}'"):

@@ -1,7 +1,5 @@
-"""Video data: the generated moving_digits set (deterministic, order-only classes) and folders of .npy clips."""
-
-import ast
-from pathlib import Path
+"""Video data: the generated moving_digits set (deterministic, order-only classes) and folders of clips (.npy
+clips, frame folders)."""
 
 import numpy as np
 import pytest
@@ -9,9 +7,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import nas
-from workers.datasets import DatasetError, dataset_info, load_dataset
+from workers.data import DatasetError, dataset_info, load_dataset
+from workers.data.moving_digits import MOVING_DIGITS_DEFAULTS, moving_digit_orders, moving_digits
 from workers.training import evaluate, train_candidate
-from workers.video_data import MOVING_DIGITS_DEFAULTS, moving_digit_orders, moving_digits, read_clip_folder
 
 
 def test_moving_digits_is_deterministic_and_balanced():
@@ -70,41 +68,74 @@ def test_clip_folder_loads_with_sorted_class_names(tmp_path):
     _write_clips(tmp_path, {"walk": [(4, 6, 6)] * 5, "jump": [(1, 4, 6, 6)] * 5})
     (tmp_path / "README.txt").write_text("not a class")
     (tmp_path / "walk" / "notes.txt").write_text("not a clip")
-    x, y, names = read_clip_folder(tmp_path)
-    assert names == ["jump", "walk"] and x.shape == (10, 1, 4, 6, 6) and y.tolist() == [0] * 5 + [1] * 5
-    data = load_dataset("clips", root=tmp_path, val_fraction=0.2, test_fraction=0.2)
-    assert data.input_shape == (1, 4, 6, 6) and data.num_classes == 2 and sum(data.sizes().values()) == 10
+    data = load_dataset("clips", root=tmp_path, val_fraction=0.2, test_fraction=0.2, normalize=False)
+    assert data.classes == ["jump", "walk"] and data.input_shape == (1, 4, 6, 6) and data.num_classes == 2
+    assert sum(data.sizes().values()) == 10
+    every = np.concatenate([getattr(data, f"x_{s}").numpy() for s in ("train", "val", "test")])
+    labels = np.concatenate([getattr(data, f"y_{s}").numpy() for s in ("train", "val", "test")])
+    want = np.load(tmp_path / "walk" / "clip3.npy")[None]
+    assert any(np.array_equal(x, want) and y == 1 for x, y in zip(every, labels, strict=True))
 
 
 def test_clip_folder_errors_name_the_file(tmp_path):
     _write_clips(tmp_path / "a", {"x": [(4, 6, 6)], "y": [(4, 6, 7)]})
     with pytest.raises(DatasetError, match=r"y/clip0.npy: clip shape \(1, 4, 6, 7\) differs from \(1, 4, 6, 6\)"):
-        read_clip_folder(tmp_path / "a")
-    _write_clips(tmp_path / "b", {"x": [(6, 6)]})
+        load_dataset("clips", root=tmp_path / "a")
+    _write_clips(tmp_path / "b", {"x": [(6, 6)], "y": [(6, 6)]})
     with pytest.raises(DatasetError, match=r"x/clip0.npy: shape \(6, 6\) is not a clip"):
-        read_clip_folder(tmp_path / "b")
-    _write_clips(tmp_path / "c", {"x": [(4, 6, 6)], "empty": []})
-    with pytest.raises(DatasetError, match="class folder .*empty holds no .npy clips"):
-        read_clip_folder(tmp_path / "c")
+        load_dataset("clips", root=tmp_path / "b")
+    _write_clips(tmp_path / "c", {"x": [(4, 6, 6)], "y": [(4, 6, 6)], "empty": []})
+    with pytest.raises(DatasetError, match="class folder .*empty holds no clips"):
+        load_dataset("clips", root=tmp_path / "c")
+    _write_clips(tmp_path / "one", {"x": [(4, 6, 6)] * 3})
+    with pytest.raises(DatasetError, match="a single class folder"):
+        load_dataset("clips", root=tmp_path / "one")
     (tmp_path / "d").mkdir()
     with pytest.raises(DatasetError, match="has no class sub-folders"):
-        read_clip_folder(tmp_path / "d")
+        load_dataset("clips", root=tmp_path / "d")
     with pytest.raises(DatasetError, match="'clips' needs root="):
         load_dataset("clips")
+
+
+def test_frame_folders_are_clips_resampled_to_the_common_length(tmp_path):
+    """Folders of PNG frames are clips: decoded to the most common frame size and count; a longer clip is
+    resampled in time (its first and last frames kept); .npy clips of that shape may sit beside them."""
+    from PIL import Image
+
+    def frames(folder, values, size=(6, 4)):
+        folder.mkdir(parents=True)
+        for i, v in enumerate(values):
+            Image.fromarray(np.full((size[1], size[0]), v, np.uint8)).save(folder / f"f{i:02d}.png")
+
+    for c, name in enumerate(("a", "b")):
+        for k in range(3):
+            frames(tmp_path / name / f"clip{k}", [10 * c + k + t for t in range(4)])
+    frames(tmp_path / "a" / "long", [200 + t for t in range(7)])
+    np.save(tmp_path / "b" / "array.npy", np.full((1, 4, 4, 6), 7, np.uint8))
+    info = dataset_info("clips", root=tmp_path)
+    assert info.input_shape == (1, 4, 4, 6) and any("resampled in time to 4" in n for n in info.notes)
+    data = load_dataset("clips", root=tmp_path, normalize=False, val_fraction=0.25, test_fraction=0.25)
+    assert data.preprocessing["scale"] == 1 / 255 and data.input_shape == info.input_shape
+    x = np.concatenate([data.splits[s].gather()["x"] for s in ("train", "val", "test")])
+    assert x.dtype == np.uint8 and len(x) == 8
+    long = [c for c in x if c.max() >= 200]
+    assert len(long) == 1 and long[0][0, :, 0, 0].tolist() == [200, 202, 204, 206]
 
 
 def test_video_dataset_info_errors_are_load_datasets(tmp_path):
     """dataset_info raises load_dataset's very errors for bad options and clip folders (from headers)."""
     _write_clips(tmp_path / "shape", {"x": [(4, 6, 6)], "y": [(4, 6, 7)]})
-    _write_clips(tmp_path / "rank", {"x": [(6, 6)]})
+    _write_clips(tmp_path / "rank", {"x": [(6, 6)], "y": [(6, 6)]})
     _write_clips(tmp_path / "empty", {"x": [(4, 6, 6)], "empty": []})
+    _write_clips(tmp_path / "single", {"x": [(4, 6, 6)]})
     (tmp_path / "none").mkdir()
-    (tmp_path / "text" / "x").mkdir(parents=True)
-    np.save(tmp_path / "text" / "x" / "clip.npy", np.array([["a"] * 4] * 3))
+    for c in ("x", "y"):
+        (tmp_path / "text" / c).mkdir(parents=True)
+        np.save(tmp_path / "text" / c / "clip.npy", np.array([["a"] * 4] * 3))
     cases = [("moving_digits:frames=3", None), ("moving_digits:side=big", None), ("moving_digits:digits=2", None),
              ("moving_digits:digits=11", None), ("moving_digits:noise=-1", None), ("moving_digits:per_class=0", None),
              ("clips", None), ("clips:side=3", tmp_path), ("clips", tmp_path / "absent")]
-    cases += [("clips", tmp_path / name) for name in ("shape", "rank", "empty", "none", "text")]
+    cases += [("clips", tmp_path / name) for name in ("shape", "rank", "empty", "single", "none", "text")]
     for name, root in cases:
         with pytest.raises(DatasetError) as e:
             load_dataset(name, root=root)
@@ -112,9 +143,10 @@ def test_video_dataset_info_errors_are_load_datasets(tmp_path):
             dataset_info(name, root=root)
         assert str(info_error.value) == str(e.value), name
     # NaN pixels: only reading the clips finds them, which dataset_info does not do
-    (tmp_path / "nan" / "x").mkdir(parents=True)
-    for i in range(5):
-        np.save(tmp_path / "nan" / "x" / f"{i}.npy", np.full((2, 3, 3), np.nan if i == 4 else 0.5))
+    for c in ("x", "y"):
+        (tmp_path / "nan" / c).mkdir(parents=True)
+        for i in range(5):
+            np.save(tmp_path / "nan" / c / f"{i}.npy", np.full((2, 3, 3), np.nan if i == 4 and c == "y" else 0.5))
     with pytest.raises(DatasetError, match="NaN"):
         load_dataset("clips", root=tmp_path / "nan")
     assert dataset_info("clips", root=tmp_path / "nan").input_shape == (1, 2, 3, 3)
@@ -124,31 +156,11 @@ def test_moving_digits_defaults_are_the_documented_ones():
     """moving_digits_info (dataset_info) and moving_digits state the defaults separately; they agree."""
     import inspect
 
-    from workers.video_data import moving_digits_info
+    from workers.data.moving_digits import moving_digits_info
 
     for f in (moving_digits, moving_digits_info):
         defaults = {k: p.default for k, p in inspect.signature(f).parameters.items()}
         assert defaults == MOVING_DIGITS_DEFAULTS, f.__name__
-
-
-def _workers_imports(path: Path) -> set[str]:
-    """The workers.* modules a file imports anywhere, inside functions too."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-    return {m for m in out if m.startswith("workers.")}
-
-
-def test_data_modules_import_in_one_direction():
-    """datasets -> video_data -> arrays, no cycle: each of the two used to import the other."""
-    folder = Path(__file__).resolve().parents[1] / "workers"
-    imports = {m: _workers_imports(folder / f"{m}.py") for m in ("arrays", "video_data", "datasets")}
-    assert imports["arrays"] == set()
-    assert imports["video_data"] == {"workers.arrays"}
-    assert "workers.video_data" in imports["datasets"]
 
 
 def test_training_runs_on_clips():

@@ -1,6 +1,6 @@
 """Workers: data sets, the training loop, and the Ray Tune trainable that trains one candidate."""
 
-from workers.datasets import DatasetError, DatasetSplits, load_dataset
+from workers.data import DatasetError, DatasetSplits, load_dataset
 from workers.trainable import TRAIN_DEFAULTS, load_trained_model, train_architecture, trial_resources
 from workers.training import (
     CandidateFailed,

@@ -42,7 +42,8 @@ from torch import nn
 from nas.darts.mixed import alpha_parameters, architecture_weights, expected_cost, set_sampling
 from nas.darts.settings import DartsSettings
 from workers.devices import amp_dtype
-from workers.training import AUX_WEIGHT, default_device, evaluate, recalibrate_bn
+from workers.tasks import Classification
+from workers.training import AUX_WEIGHT, default_device, evaluate_batches, recalibrate_bn
 
 
 class SearchDiverged(RuntimeError):
@@ -77,6 +78,7 @@ class BilevelSearch:
                  y_a: torch.Tensor, settings: DartsSettings, device: str | torch.device | None = None,
                  x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  index_w: torch.Tensor | None = None, index_a: torch.Tensor | None = None):
         """The weights' half is ``x_w[index_w]`` (all of ``x_w`` when `index_w` is None), the alphas'
         ``x_a[index_a]``; `on_training_split` passes one tensor twice with two index halves."""
@@ -97,6 +99,9 @@ class BilevelSearch:
         self.x_val = x_val.to(dev) if x_val is not None else None
         self.y_val = y_val.to(dev) if y_val is not None else None
         self.loss_fn = loss_fn or F.cross_entropy
+        # inputs are kept as the data set gives them (uint8 images: 4x less memory) and each batch is prepared
+        # on the device (`workers.data.inputs.InputTransform`); None: they are already prepared
+        self.prepare = prepare
         self.classify = not torch.is_floating_point(y_w)
         want_amp = s.amp if s.amp is not None else dev.type == "cuda"
         self.amp_dtype = _search_dtype(dev) if want_amp else None
@@ -245,10 +250,13 @@ class BilevelSearch:
         return loss.detach(), out.detach()
 
     # -- epochs -------------------------------------------------------------------------------------
+    def _prepared(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prepare(x) if self.prepare is not None else x
+
     def _batch(self, half, perm, i):
         x, y, index = half
         idx = index[perm[i * self.batch_size:(i + 1) * self.batch_size]]
-        return x[idx], y[idx]
+        return self._prepared(x[idx]), y[idx]
 
     def run_epoch(self) -> dict[str, Any]:
         """One epoch of alternating alpha and weight steps; returns its metrics and the alphas' weights."""
@@ -289,8 +297,10 @@ class BilevelSearch:
             metrics["train_accuracy"] = float(sums["w_ok"]) / seen
             metrics["search_accuracy"] = float(sums["a_ok"]) / seen
         if self.x_val is not None and self.classify:
-            recalibrate_bn(model, self._w[0][self._w[2][perm_w[:256]]], batch_size=self.batch_size)
-            val = evaluate(model, self.x_val, self.y_val)
+            recalibrate_bn(model, self._prepared(self._w[0][self._w[2][perm_w[:256]]]), batch_size=self.batch_size)
+            chunks = ((self._prepared(self.x_val[i:i + 512]), {"y": self.y_val[i:i + 512]})
+                      for i in range(0, len(self.y_val), 512))
+            val = evaluate_batches(model, chunks, Classification())
             metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

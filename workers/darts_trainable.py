@@ -7,11 +7,12 @@ DARTS' plan (`nas.darts.plan`) runs as a one-proposal search. Config contract (w
     config["supernet"]  the supernet graph, as `nas.graph.to_dict` (mixed nodes; see nas.darts.supernet)
     config["darts"]     `nas.darts.settings.DartsSettings` as a dict (unknown keys fail the trial)
     config["train"]     the search's training settings; only the data keys are used here (dataset,
-                        data_root, data_seed, val_fraction, test_fraction)
+                        data_root, data_seed, val_fraction, test_fraction, image_size, strict, data_cache)
 
 The worker needs no search space: the supernet graph says everything. It splits the data set's training
 split into two seeded halves (weights, alphas; `workers.darts_bilevel.split_indices`: index sets into the one
-copy of the data on the device), and after every epoch
+copy of the data on the device, kept as stored: uint8 images stay uint8 and are standardised per batch there),
+and after every epoch
 calls ``ray.tune.report`` with the epoch's metrics (epoch, train_loss/accuracy on the weight half,
 search_loss/accuracy on the alpha half, val_loss/accuracy of the supernet, lr, epoch_seconds, steps;
 tau with Gumbel sampling), status="ok", supernet_params and ``alphas_json`` (variable -> softmax
@@ -35,8 +36,9 @@ from typing import Any
 import torch
 
 from nas.evaluation import DataInfo, Evaluation
+from workers.data import InputTransform
 from workers.devices import trial_devices
-from workers.trainable import _limit_threads, _report, cached_dataset, resolve_data_root, run_trial, train_settings
+from workers.trainable import _limit_threads, _report, cached_dataset, run_trial, train_settings
 
 SUPERNET_FILE = "supernet.pt"
 STATE_FILE = "search_state.pth"
@@ -65,8 +67,7 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     devices = trial_devices()
     device = devices.device
     progress["device"] = devices.describe()
-    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
-                          t["test_fraction"], device)
+    data = cached_dataset(t)
     if tuple(g.graph["input_shape"]) != tuple(data.input_shape):
         raise ValueError(f"the supernet's input_shape {g.graph['input_shape']} differs from data set "
                          f"{data.name!r}'s {list(data.input_shape)}")
@@ -75,8 +76,12 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     if tuple(model.output_shape) != (data.num_classes,):
         raise ValueError(f"the supernet's output shape {list(model.output_shape)} does not match data set "
                          f"{data.name!r}'s {data.num_classes} classes")
-    search = BilevelSearch.on_training_split(model, data.x_train, data.y_train, settings, device, x_val=data.x_val,
-                                             y_val=data.y_val)
+    x = data.inputs[0]
+    train, val = data.splits["train"].gather(), data.splits["val"].gather()  # as stored: uint8 images stay uint8
+    search = BilevelSearch.on_training_split(
+        model, torch.from_numpy(train[x]), torch.from_numpy(train["y"]), settings, device,
+        x_val=torch.from_numpy(val[x]), y_val=torch.from_numpy(val["y"]),
+        prepare=InputTransform(data.preprocessing, device, len(data.input_shape)))
     progress["supernet_params"] = sum(p.numel() for p in search.weights)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -106,7 +111,8 @@ class SupernetEvaluation(Evaluation):
 
     kind = "supernet"
     weights_file = SUPERNET_FILE
-    data_keys = ("dataset", "data_root", "data_seed", "val_fraction", "test_fraction")
+    data_keys = ("dataset", "data_root", "data_seed", "val_fraction", "test_fraction", "image_size", "strict",
+                 "data_cache")
 
     def settings(self):
         from nas.darts.settings import DartsSettings

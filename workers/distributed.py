@@ -33,7 +33,6 @@ from workers.trainable import (
     WEIGHTS_FILE,
     _final,
     cached_dataset,
-    resolve_data_root,
     run_trial,
     train_settings,
 )
@@ -45,6 +44,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from nas.builder import build
+    from nas.drop_path import drop_path_nodes
     from nas.graph import from_dict, to_json
     from nas.preprocessing import PREPROCESSING_FILE
     from nas.train_settings import TrainSettings
@@ -60,17 +60,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     g = from_dict(config["arch"], "config['arch']")
     device = ray.train.torch.get_device()
     configure_backends(settings.deterministic)
-    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
-                          t["test_fraction"], device)
+    data = cached_dataset(t)
     torch.manual_seed(settings.seed)
     model = build(g)
     if device.type == "cuda":  # batch statistics over the global batch, as on one device (gloo has no SyncBN)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if data.x_train.dim() in (4, 5) and settings.channels_last is not False:
-            fmt = torch.channels_last if data.x_train.dim() == 4 else torch.channels_last_3d
+        rank_of_batch = len(data.input_shape) + 1
+        if rank_of_batch in (4, 5) and settings.channels_last is not False:
+            fmt = torch.channels_last if rank_of_batch == 4 else torch.channels_last_3d
             model = model.to(device, memory_format=fmt)  # before DDP takes its gradient views
     model = ray.train.torch.prepare_model(model)
-    trainer = Trainer(model, data, settings, device, shard=(rank, world))
+    trainer = Trainer(model, data, settings, device, shard=(rank, world), drop_path_nodes=drop_path_nodes(g))
     arch_json = to_json(g)
     while not trainer.done:
         metrics = {**trainer.run_epoch(), "status": "ok", "workers": world}
@@ -175,6 +175,7 @@ def retrain(arch: Any, out: str | Path, cfg: Any, workers: int = 1, use_gpu: boo
 
 def _train_here(config: dict[str, Any], out: Path) -> dict[str, Any]:
     from nas.builder import build
+    from nas.drop_path import drop_path_nodes
     from nas.graph import from_dict
     from nas.preprocessing import PREPROCESSING_FILE
     from nas.train_settings import TrainSettings
@@ -182,10 +183,10 @@ def _train_here(config: dict[str, Any], out: Path) -> dict[str, Any]:
 
     t = train_settings(config["train"])
     device = default_device()
-    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
-                          t["test_fraction"], device)
+    data = cached_dataset(t)
     torch.manual_seed(t["seed"])
-    trainer = Trainer(build(from_dict(config["arch"])), data, TrainSettings(**t), device)
+    g = from_dict(config["arch"])
+    trainer = Trainer(build(g), data, TrainSettings(**t), device, drop_path_nodes=drop_path_nodes(g))
     while not trainer.done:
         metrics = trainer.run_epoch()
         print(f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}, val_accuracy "

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nas.evaluation import DataInfo, Evaluation, EvaluationError
-from workers.datasets import DatasetError, dataset_info
+from workers.data import DatasetError, dataset_info
 from workers.trainable import WEIGHTS_FILE, train_architecture
 
 

@@ -3,12 +3,10 @@
 Config contract (what the search driver passes as a trial's config)::
 
     config["arch"]   the architecture, as `nas.graph.to_dict(g)` (required)
-    config["train"]  training settings, the fields of `nas.train_settings.TrainSettings`; every key is
-                     optional (defaults in TRAIN_DEFAULTS): dataset, data_root, data_seed, val_fraction,
-                     test_fraction, epochs, batch_size, optimizer, lr, weight_decay, momentum,
-                     label_smoothing, schedule, seed, aux_weight, amp, channels_last, max_seconds,
-                     eval_batch_size, bn_recalibration, checkpoint_every, latency_reps,
-                     latency_batch_size; an unknown key or a bad value fails the trial, naming it
+    config["train"]  training settings, the fields of `nas.train_settings.TrainSettings` (data set, its
+                     cache and placement, augmentation, optimizer and schedule, ...); every key is optional
+                     (defaults in TRAIN_DEFAULTS; a ``recipe`` supplies others); an unknown key or a bad
+                     value fails the trial, naming it
     other keys (assignment, arch_id, ...) are ignored.
 
 Every epoch it calls ``ray.tune.report`` with the metrics of `workers.training.Trainer.run_epoch`
@@ -38,14 +36,17 @@ Running out of memory reports status="oom" instead (the driver retries it once a
 it counts). Any other CUDA error leaves the process's CUDA context unusable: after reporting it
 (status="failed"), the trainable raises `WorkerRetired`, so Tune ends this worker process instead of reusing
 it and runs the trial again in a fresh one (up to the search's ``max_failures``). Errors raised by Ray itself
-while reporting are not caught. Data sets are loaded once per worker process and cached, so reused actors
-skip the load.
+while reporting are not caught.
+
+Data: the data set is decoded once per node into the node's cache (`workers.data`; the first trial on a node
+builds it, the others wait for it and then read it), and opened once per worker process (kept for the trials
+that follow on a reused actor): a trial's data cost is opening the cache entry, and its memory a few batches
+(or the split on the training device, where it is small; ``data_placement``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import json
 import math
@@ -57,11 +58,13 @@ from typing import Any
 
 import torch
 
+from nas.drop_path import drop_path_nodes
 from nas.preprocessing import PREPROCESSING_FILE
 from nas.train_settings import TrainSettings
-from workers.datasets import DatasetSplits, load_dataset
+from workers.data import DatasetSplits, load_dataset
 from workers.devices import CUDA, OOM, DeviceLease, failure_kind, trial_devices
-from workers.training import Trainer, evaluate, measure_latency
+from workers.tasks import task_for
+from workers.training import Trainer, measure_latency
 
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "train_state.pth"  # not *.pt: the driver copies the checkpoint's *.pt file as the weights
@@ -105,20 +108,22 @@ def train_settings(train: dict[str, Any] | None) -> dict[str, Any]:
     return TrainSettings.from_dict(dict(train or {}), "config['train']").to_dict()
 
 
-def cached_dataset(name: str, root: str | None, seed: int, val_fraction: float = 0.2,
-                   test_fraction: float = 0.2, device: torch.device | None = None) -> DatasetSplits:
-    """`load_dataset` once per worker process (and per device), kept for later trials on this actor."""
-    key = (name, root, seed, val_fraction, test_fraction, str(device or "cpu"))
+def dataset_options(t: dict[str, Any]) -> dict[str, Any]:
+    """`workers.data.load_dataset`'s keyword arguments from training settings `t` (a dict)."""
+    return {"root": resolve_data_root(t["data_root"]), "seed": t["data_seed"], "val_fraction": t["val_fraction"],
+            "test_fraction": t["test_fraction"], "image_size": t["image_size"], "strict": t["strict"],
+            "cache_dir": t["data_cache"]}
+
+
+def cached_dataset(t: dict[str, Any]) -> DatasetSplits:
+    """The data set of training settings `t` (`load_dataset`: built into the node's cache on first use), opened
+    once per worker process and kept for later trials on this actor."""
+    options = dataset_options(t)
+    key = (t["dataset"], *sorted(options.items()))
     if key in _DATA_CACHE:
         _DATA_CACHE.move_to_end(key)
         return _DATA_CACHE[key]
-    if device is None or torch.device(device).type == "cpu":
-        data = load_dataset(name, root=root, seed=seed, val_fraction=val_fraction,
-                            test_fraction=test_fraction)
-    else:
-        cpu = cached_dataset(name, root, seed, val_fraction, test_fraction)
-        data = dataclasses.replace(cpu, **{f: getattr(cpu, f).to(device) for f in (
-            "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
+    data = load_dataset(t["dataset"], **options)
     _DATA_CACHE[key] = data
     while len(_DATA_CACHE) > _CACHE_SIZE:
         _DATA_CACHE.popitem(last=False)
@@ -213,8 +218,7 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     device = devices.device
     progress["device"] = devices.describe()
     lease = DeviceLease.for_devices(devices, resources.get("GPU", 0.0))  # None unless it shares a GPU
-    data = cached_dataset(t["dataset"], resolve_data_root(t["data_root"]), t["data_seed"], t["val_fraction"],
-                          t["test_fraction"], device)
+    data = cached_dataset(t)
     shape = tuple(g.graph["input_shape"])
     if shape != tuple(data.input_shape):
         raise ValueError(f"the architecture's input_shape {list(shape)} differs from data set "
@@ -222,10 +226,9 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     settings = TrainSettings(**t)
     torch.manual_seed(settings.seed)
     model = build(g)
-    if tuple(model.output_shape) != (data.num_classes,):
-        raise ValueError(f"the architecture's output shape {list(model.output_shape)} does not match "
-                         f"data set {data.name!r}'s {data.num_classes} classes")
-    trainer = Trainer(model, data, settings, device)
+    task = task_for(data)
+    task.check(tuple(model.output_shape), data)
+    trainer = Trainer(model, data, settings, device, task=task, drop_path_nodes=drop_path_nodes(g))
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -268,6 +271,5 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
 
 
 def _final(trainer: Trainer, data: DatasetSplits) -> dict[str, float]:
-    test = evaluate(trainer.model, data.x_test, data.y_test, batch_size=trainer.settings.eval_batch_size,
-                    amp=trainer.amp, memory_format=trainer.memory_format)
+    test = trainer.evaluate("test")
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
