@@ -18,8 +18,9 @@ and are found through the one table `EVALUATIONS` (import paths, so importing `n
   `reported_metrics()`: the metrics it reports, which objectives and constraints may read (`nas.objectives`);
 - `retrain(arch, out, workers, use_gpu)`: train one architecture to the end outside a search (``nas train``),
   on this process's device or data-parallel on several Ray Train workers; None where the kind trains nothing;
-- `describe()`: what an evaluation is, for the log line; `epoch_line(result)`: a progress line for an
-  intermediate result, or None; `weights_file`: the checkpoint file that holds a trained model's
+- `describe()`: what an evaluation is, for the log line; `notes()`: lines about the data for the log, once
+  (e.g. the image size chosen, files skipped); `epoch_line(result)`: a progress line for an intermediate result,
+  or None; `weights_file`: the checkpoint file that holds a trained model's
   weights, if the kind trains one.
 
 Errors in the settings raise `EvaluationError`, whose message names the setting or file at fault.
@@ -96,6 +97,9 @@ class Evaluation:
 
     def describe(self) -> str:
         return self.kind
+
+    def notes(self) -> list[str]:
+        return []
 
     def epoch_line(self, result: dict[str, Any]) -> str | None:
         return None

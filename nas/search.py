@@ -652,6 +652,8 @@ def search(cfg: SearchConfig, folder: RunFolder, strategy: Strategy, evaluation:
     restore_strategy(strategy, folder, state.records)
     if write_config:
         atomic_write_json(folder.config_file, cfg.to_dict())
+    for line in evaluation.notes():
+        log(line)
     if state.records:
         log(f"resuming {folder.path}: {len(state.records)} evaluations on record, "
             f"{max(cfg.budget - len(state.records), 0)} to go")

@@ -1,7 +1,12 @@
-"""Shared test setup: one torch thread (this project's machines have 2 cores, shared with Ray workers), and
-one local Ray cluster per test module that asks for it (``ray.init`` takes seconds)."""
+"""Shared test setup: one torch thread (this project's machines have 2 cores, shared with Ray workers), one
+local Ray cluster per test module that asks for it (``ray.init`` takes seconds), and the decoded-data cache
+(`workers.data.cache`) in a folder of this session's, not the home directory (Ray workers and subprocesses
+inherit the variable)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(1)
+if "GRAPHNAS_CACHE" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="graphnas-test-cache-")
+    os.environ["GRAPHNAS_CACHE"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, True)
 
 
 def modules_loaded_by(imports: str) -> list[str]:

@@ -610,3 +610,36 @@ def test_generated_train_script_retrains_from_scratch(tmp_path):
     run = subprocess.run(isolated_command(files[1], "--data", str(data2)), cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode != 0 and "labels go up to 9 but the model has 4 outputs; pass --num-classes" in run.stderr
+
+
+def test_train_py_runs_the_searchs_recipe_with_the_workers_own_code(tmp_path):
+    """A recipe's augmentation, drop-path, warm-up and plateau schedule, RMSprop and clipping reach train.py, whose
+    augmentation, schedule and drop-path code is the worker's (copied verbatim at export)."""
+    from nas.export.train_script import shared_code
+
+    g = ArchGraph((3, 16, 16))
+    x = g.add_op("conv0", "conv", "input", out_channels=8, kernel_size=3)
+    x = g.add_op("relu0", "relu", x)
+    y = g.add_op("conv1", "conv", x, out_channels=8, kernel_size=3)
+    y = g.add_op("bn1", "bn", y)
+    x = g.add_op("add", "relu", [y, x], merge="sum")
+    x = g.add_op("pool", "global_avgpool", x)
+    g.add_op("fc", "linear", x, out_features=4)
+    config = {"dataset": "cifar10", "recipe": "darts", "epochs": 2, "batch_size": 16, "optimizer": "rmsprop",
+              "lr": 0.01, "schedule": "plateau", "plateau_patience": 0, "warmup_epochs": 0.5}
+    files = export(g, "python", tmp_path / "model" / "net.py", with_train=True, train_config=config,
+                   preprocessing={"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.25] * 3})
+    text = files[1].read_text()
+    assert shared_code() in text and "DROP_PATH_NODES = ['bn1']" in text
+    assert "'augment': 'crop:4,flip,cutout:16'," in text and "'drop_path': 0.2," in text and "'grad_clip': 5.0," in text
+    plain = export(g, "python", tmp_path / "plain" / "net.py", with_train=True, train_config={"dataset": "cifar10"})
+    assert "'augment': 'crop:4,flip'," in plain[1].read_text()  # the data set's default, resolved at export
+    data = _npy_folder(tmp_path / "data", (3, 16, 16), classes=4)
+    run = subprocess.run(isolated_command(files[1], "--data", str(data)), cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "augmentation of training batches: crop:4,flip,cutout:16" in run.stdout and "rmsprop" in run.stdout
+    assert run.stdout.splitlines()[-1] == "graphnas modules imported: []"
+    bad = subprocess.run(isolated_command(files[1], "--data", str(data), "--augment", "tflip"), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'tflip' needs clips" in bad.stderr

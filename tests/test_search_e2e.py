@@ -1,5 +1,7 @@
 """End to end through real Ray and real training on digits: the output folder, failing candidates,
-and a driver killed with SIGKILL then resumed."""
+and a driver killed with SIGKILL then resumed; and a search on a folder of images (decoded once into this
+node's cache before Ray starts, a corrupt file skipped and said so, the trials reading that cache and
+augmenting with the folder's default, the uint8 inputs' preprocessing recorded with the weights)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import nas
+from nas.cli import main
 from nas.config import SearchConfig, TrainConfig
 from nas.graph import ArchGraph
 from nas.search import SearchError, run_search
@@ -151,3 +156,40 @@ def test_asha_stops_weak_candidates_early(cluster, tmp_path):
     epochs = [r["metrics"]["epoch"] for r in ok]
     assert max(epochs) == 4
     assert all(bool(r.get("stopped_early")) == (r["metrics"]["epoch"] < 4) for r in ok), epochs
+
+
+def _image_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("red", "blue")):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 120, (12, 12, 3)).astype(np.uint8)
+            img[:, :, 2 * c] += 120  # the class is the dominant colour
+            Image.fromarray(img).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "blue" / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_a_search_on_an_image_folder(cluster, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRAPHNAS_CACHE", str(cache))  # the driver's; trials are given it as data_cache below
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    argv = ["search", "--space", "resnet", "--strategy", "random", "--budget", "2", "--dataset", "folder",
+            "--data-root", str(data), "--data-cache", str(cache), "--epochs", "1", "--batch-size", "8",
+            "--latency-reps", "0", "--max-params", "100000", "--workers", "2", "--out", str(out)]
+    assert main(argv) == 0
+    log = capsys.readouterr().out
+    assert "data: folder" in log and "25 images in 2 classes" in log and "image size 12x12 (every image's)" in log
+    assert "1 of 25 images cannot be read and are skipped: blue/broken.png" in log
+    assert "augmentation crop:2,flip" in log
+    rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
+    for r in rows:
+        assert 0 <= r["metrics"]["test_accuracy"] <= 1
+    entries = [p for p in cache.iterdir() if p.name.startswith("folder-")]
+    assert len(entries) == 1  # built once, by the driver; the trials read it
+    best = json.loads((out / "best_weights.json").read_text())
+    pre = best["preprocessing"]
+    assert pre["scale"] == 1 / 255 and len(pre["mean"]) == len(pre["std"]) == 3
+    assert pre["mean"][0] > pre["mean"][1]  # red adds to channel 0 of half the images, nothing to channel 1

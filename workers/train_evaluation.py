@@ -1,5 +1,11 @@
 """The ``train`` kind of evaluation: each candidate is trained on the search's data set by a Ray trial
-(`workers.trainable.train_architecture`); see `nas.evaluation` for the contract."""
+(`workers.trainable.train_architecture`); see `nas.evaluation` for the contract.
+
+`check()` reads the data set's metadata (shape, classes, notes such as the image size chosen) and, where the
+search runs on a private Ray instance on this machine (no ``--address``), also decodes the data set into this
+node's cache before Ray starts: the trials then find it ready, and a data error (an unreadable image with
+``strict``, NaN inputs) stops the search before any trial. On a cluster each node's first trial builds its own.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,56 @@ from collections.abc import Callable
 from typing import Any
 
 from nas.evaluation import DataInfo, Evaluation, EvaluationError
-from workers.data import DatasetError, dataset_info
-from workers.trainable import WEIGHTS_FILE, train_architecture
+from nas.train_settings import SettingsError
+from workers.data import DatasetError, dataset_info, load_dataset
+from workers.trainable import WEIGHTS_FILE, dataset_options, train_architecture
+from workers.training import augment_spec
 
 
 class TrainEvaluation(Evaluation):
     kind = "train"
     weights_file = WEIGHTS_FILE
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._info = None
+        self._notes: list[str] = []
+        self._augment: str | None = None
+
+    def _options(self) -> dict[str, Any]:
+        return dataset_options(self.cfg.train.to_dict())
+
     def data_info(self) -> DataInfo:
+        if self._info is None:
+            t = self.cfg.train
+            try:
+                info = dataset_info(t.dataset, **self._options())
+            except DatasetError as e:
+                raise EvaluationError(f"data set {t.dataset!r}: {e}") from None
+            self._info = DataInfo(tuple(info.input_shape), int(info.num_classes))
+            self._notes = [f"data: {n}" for n in info.notes]
+        return self._info
+
+    def check(self) -> None:
+        self.data_info()
+        if self.cfg.address not in (None, "", "local"):
+            return  # the trials run on other nodes, each of which decodes the data into its own cache
         t = self.cfg.train
+        built: list[str] = []
         try:
-            info = dataset_info(t.dataset, root=t.data_root, seed=t.data_seed)
+            data = load_dataset(t.dataset, **self._options(), log=built.append)
+            self._augment = augment_spec(t, data)
         except DatasetError as e:
             raise EvaluationError(f"data set {t.dataset!r}: {e}") from None
-        return DataInfo(tuple(info.input_shape), int(info.num_classes))
+        except SettingsError as e:
+            raise EvaluationError(str(e)) from None
+        sizes = data.sizes()
+        self._notes = [*(built or [f"data: {n}" for n in data.notes]),
+                       f"data: {data.name} in this node's cache: train {sizes['train']}, val {sizes['val']}, "
+                       f"test {sizes['test']} examples of shape {data.input_shape}; augmentation {self._augment}"]
+
+    def notes(self) -> list[str]:
+        return list(self._notes)
 
     def reported_metrics(self) -> set[str]:
         """What `workers.trainable` reports every epoch (latency_ms only where it is measured)."""

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from nas.builder import GraphModule
+from nas.drop_path import drop_path_nodes
 from nas.export.python_codegen import ExportError, python_source
 from nas.export.train_script import train_config_of, train_script
 from nas.export.weights import check_fits, save_weights, state_dict_of
@@ -98,7 +99,8 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
         source = python_source(g, class_name=class_name)
         written = [atomic_write_text(path, source)]
         if with_train:
-            text = train_script(path.name, class_name, arch_id(g), tuple(g.graph["input_shape"]), config)
+            text = train_script(path.name, class_name, arch_id(g), tuple(g.graph["input_shape"]), config,
+                                drop_path_nodes(g))
             written.append(atomic_write_text(path.parent / "train.py", text))
     else:
         model = _prepare(g, class_name, state)

@@ -9,19 +9,30 @@ feeds it the raw arrays; where the data's channels differ from the model's it pa
 ``Net`` has it; else it stops, saying why) and that data's own statistics, computed as graphnas' workers do
 (uint8 scaled by 1/255, then the training split's per-channel mean and std). A model without the step gets
 the arrays standardised that way by train.py. Training follows the search's worker (`workers.training`):
-SGD (momentum) or AdamW, weight decay, label smoothing, a per-step cosine (or constant) learning rate,
-auxiliary heads (``model.aux_outputs``) weighted like the search's loss (heads whose width is not the
-classifier's are left out, with a note), a last batch of one dropped, and the batch-norm statistics
-re-estimated on ``bn_recalibration`` training examples before each evaluation. It prints the loss and
-accuracy of every epoch and saves the trained state dict.
+SGD (momentum), AdamW or RMSprop, weight decay, label smoothing, the learning rate of `nas.lr_schedule` (warm-up,
+cosine, constant, step or reduce-on-plateau), gradient clipping, drop-path on the branches `nas.drop_path` names
+(computed from the architecture at export), the augmentation of `nas.augment` (the search's, or the data set's
+default; seeded as the worker seeds it), auxiliary heads (``model.aux_outputs``) weighted like the search's loss
+(heads whose width is not the classifier's are left out, with a note), a last batch of one dropped, and the
+batch-norm statistics re-estimated on ``bn_recalibration`` training examples before each evaluation. The
+augmentation, schedule and drop-path code is that of the worker, copied into train.py from `nas.augment`,
+`nas.lr_schedule` and `nas.drop_path.DropPath` at export (so train.py still needs only torch and numpy). It
+prints the loss and accuracy of every epoch and saves the trained state dict.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Mapping
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
+import nas.augment
+import nas.lr_schedule
+from nas.augment import default_augment
+from nas.drop_path import DropPath
 from nas.export.python_codegen import ExportError
 from nas.train_settings import OPTIMIZERS, SCHEDULES, SettingsError, TrainSettings
 
@@ -35,8 +46,9 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "USED", "TrainConfig", "train_config_of", 
 TrainConfig = TrainSettings
 # the settings train.py uses, in the order of its DEFAULTS; the others (data location and splits, AMP,
 # channels-last, time limit, checkpoints, latency) are accepted and ignored: train.py reads --data, runs in
-# float32 and trains every epoch
+# float32 and trains every epoch. `augment` is written resolved: the search's, else the data set's default.
 USED = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "label_smoothing", "schedule",
+        "lr_milestones", "lr_gamma", "plateau_patience", "warmup_epochs", "grad_clip", "drop_path", "augment",
         "seed", "aux_weight", "val_fraction", "bn_recalibration", "eval_batch_size")
 
 
@@ -63,15 +75,36 @@ def train_config_of(config: TrainSettings | Mapping[str, Any] | Any | None) -> T
         raise ExportError(f"train_config: {e.setting!r} must be {e.want}, got {e.value!r}") from None
 
 
+def _module_code(module) -> str:
+    """A module's top-level definitions, without its docstring and imports: to copy into train.py."""
+    text = Path(module.__file__).read_text()
+    tree = ast.parse(text)
+    keep = [n for n in tree.body if not isinstance(n, ast.Import | ast.ImportFrom)
+            and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    return "\n\n\n".join(ast.get_source_segment(text, n, padded=True) for n in keep)
+
+
+def shared_code() -> str:
+    """The worker's code that train.py runs too: augmentation, the learning-rate schedule, drop-path."""
+    parts = [("nas/augment.py", _module_code(nas.augment)), ("nas/lr_schedule.py", _module_code(nas.lr_schedule)),
+             ("nas/drop_path.py: DropPath", inspect.getsource(DropPath))]
+    return "\n\n".join(f"# ---- copied from graphnas {where} (the search's worker runs the same code) ----\n\n"
+                         f"{code.strip()}\n" for where, code in parts)
+
+
 def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tuple[int, ...],
-                 config: TrainSettings) -> str:
+                 config: TrainSettings, drop_path_nodes: list[str] | tuple[str, ...] = ()) -> str:
     """The text of train.py for the exported model file `model_file` (a name next to train.py); its
-    DEFAULTS are `config`'s settings that train.py uses (`USED`)."""
+    DEFAULTS are `config`'s settings that train.py uses (`USED`; the augmentation resolved to the data set's
+    default where the search left it to that), `drop_path_nodes` the modules drop-path may drop."""
     defaults = {k: getattr(config, k) for k in USED}
+    if defaults["augment"] is None:
+        defaults["augment"] = default_augment(config.dataset, input_shape)
     lines = [f"    {k!r}: {v!r}," for k, v in defaults.items()]
     fill = {"__CLASS_NAME__": class_name, "__ARCH_ID__": arch_id, "__MODEL_FILE__": repr(model_file),
             "__CLASS_REPR__": repr(class_name), "__INPUT_SHAPE__": repr(tuple(input_shape)),
-            "__DEFAULTS__": "\n".join(lines)}
+            "__DEFAULTS__": "\n".join(lines), "__DROP_PATH_NODES__": repr(list(drop_path_nodes)),
+            "__SHARED_CODE__": shared_code()}
     text = _TEMPLATE
     for key, value in fill.items():
         text = text.replace(key, value)
@@ -93,10 +126,13 @@ differ from the network's, or with --data-stats, Net gets in_channels= and the s
 A network without that step gets the arrays standardised that way here.
 
 --init-weights FILE starts from a state dict (e.g. the search's net.weights.pt); --epochs 0 then only
-evaluates it. Training is the search worker's: per-step cosine (or constant) learning rate, auxiliary heads
-in the loss, batch-norm statistics re-estimated on --bn-recalibration training examples before every
-evaluation. The defaults below are the hyperparameters given at export. Prints loss and accuracy every
-epoch; saves the weights (a plain state dict: torch.load(path, weights_only=True)) to --out.
+evaluates it. Training is the search worker's: its optimizers, learning-rate schedules (warm-up; cosine,
+constant, step, plateau), gradient clipping, drop-path, augmentation of training batches (--augment, e.g.
+crop:4,flip,cutout:16; none: off), auxiliary heads in the loss, batch-norm statistics re-estimated on
+--bn-recalibration training examples before every evaluation; the augmentation, schedule and drop-path code
+below is the worker's own, copied at export. The defaults below are the hyperparameters given at export.
+Prints loss and accuracy every epoch; saves the weights (a plain state dict: torch.load(path,
+weights_only=True)) to --out.
 """
 
 import argparse
@@ -119,6 +155,10 @@ INPUT_SHAPE = __INPUT_SHAPE__
 DEFAULTS = {
 __DEFAULTS__
 }
+DROP_PATH_NODES = __DROP_PATH_NODES__  # the modules drop-path may drop: branches that feed a sum
+
+
+__SHARED_CODE__
 
 
 def load_model_class(path):
@@ -223,13 +263,24 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="where to save the trained state dict (default: next to --model)")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="0: only evaluate")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=DEFAULTS["optimizer"])
+    p.add_argument("--optimizer", choices=("sgd", "adamw", "rmsprop"), default=DEFAULTS["optimizer"],
+                   help="rmsprop: decay 0.9, epsilon 1.0, as Inception")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    p.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD momentum")
+    p.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD and RMSprop momentum")
     p.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"])
-    p.add_argument("--schedule", choices=("cosine", "constant"), default=DEFAULTS["schedule"],
-                   help="per-step cosine from --lr to 0 over all epochs, or a constant rate")
+    p.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS["schedule"],
+                   help="per-step cosine from --lr to 0, constant, step (times --lr-gamma at each of --lr-milestones) "
+                        "or plateau (times --lr-gamma when the validation accuracy stops improving)")
+    p.add_argument("--lr-milestones", default=DEFAULTS["lr_milestones"], help="epochs of --schedule step, e.g. 30,60")
+    p.add_argument("--lr-gamma", type=float, default=DEFAULTS["lr_gamma"])
+    p.add_argument("--plateau-patience", type=int, default=DEFAULTS["plateau_patience"])
+    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"], help="linear warm-up to --lr")
+    p.add_argument("--grad-clip", type=float, default=DEFAULTS["grad_clip"], help="max gradient norm; 0: off")
+    p.add_argument("--drop-path", type=float, default=DEFAULTS["drop_path"],
+                   help="drop-path probability, rising linearly over the epochs; 0: off")
+    p.add_argument("--augment", default=DEFAULTS["augment"], help="augmentation of training batches, e.g. "
+                   "crop:4,flip,cutout:16 (" + ", ".join(AUGMENT_OPS) + "); none: off")
     p.add_argument("--aux-weight", type=float, default=DEFAULTS["aux_weight"], help="weight of auxiliary heads' loss")
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"])
     p.add_argument("--bn-recalibration", type=int, default=DEFAULTS["bn_recalibration"],
@@ -243,6 +294,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.epochs < 0 or args.batch_size < 1 or args.lr <= 0 or args.eval_batch_size < 1 or args.bn_recalibration < 0:
         p.error("--epochs must be >= 0, --batch-size and --eval-batch-size >= 1, --bn-recalibration >= 0, --lr > 0")
+    if not (0 <= args.drop_path < 1) or args.grad_clip < 0 or args.warmup_epochs < 0 or not (0 < args.lr_gamma <= 1):
+        p.error("--drop-path must be in [0, 1), --grad-clip and --warmup-epochs >= 0, --lr-gamma in (0, 1]")
+    try:
+        milestones = tuple(int(v) for v in args.lr_milestones.split(",")) if args.lr_milestones else ()
+        augment_ops = parse_augment(args.augment)
+    except (ValueError, AugmentError) as e:
+        p.error(str(e))
+    if args.schedule == "step" and not milestones:
+        p.error("--schedule step needs --lr-milestones, e.g. 30,60")
 
     folder = Path(args.data)
     if not folder.is_dir():
@@ -323,6 +383,30 @@ def main(argv=None):
             a = standardise(a, transform)
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
+    try:
+        check_augment_shape(augment_ops, shape)
+    except AugmentError as e:
+        sys.exit(f"error: --augment {args.augment}: {e}")
+    # augmentation works on pixel values where black is `low` and white `high`, as the worker's (its inputs scaled
+    # to [0, 1]); here the network is fed raw values (it normalises them), or values standardised above
+    if transform is not None:
+        low = [-m / s for m, s in zip(transform["mean"], transform["std"])]
+        high = [(1 - m) / s for m, s in zip(transform["mean"], transform["std"])]
+        fill = [0.0] * channels
+    else:
+        pre = ({"scale": kwargs["input_scale"], "mean": kwargs["input_mean"]} if "input_scale" in kwargs
+               else embedded)
+        low, high = [0.0] * channels, [1.0 / pre["scale"]] * channels
+        fill = [m / pre["scale"] for m in pre["mean"]]
+    augment = Augment(args.augment, low, high, fill)
+    seed = int(np.random.SeedSequence([args.seed, 1]).generate_state(1, np.uint64)[0])  # the worker's stream
+    augment_gen = torch.Generator().manual_seed(seed)
+    drop = DropPath(model, DROP_PATH_NODES) if args.drop_path > 0 and DROP_PATH_NODES else None
+    if args.drop_path > 0 and not DROP_PATH_NODES:
+        notes.append("note: --drop-path has no branch to drop in this network (no sum of op outputs)")
+    if augment:
+        notes.append(f"augmentation of training batches: {format_augment(augment.ops)}")
+
     xt, yt = dev(x_train), dev(y_train, True)
     try:
         with torch.no_grad():
@@ -338,11 +422,15 @@ def main(argv=None):
     params = [q for q in model.parameters() if q.requires_grad]
     if args.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    elif args.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=args.lr, alpha=0.9, eps=1.0, momentum=args.momentum,
+                                  weight_decay=args.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     batch = min(args.batch_size, len(yt))
     steps_per_epoch = len(yt) // batch + (len(yt) % batch > 1)  # a last batch of one is dropped (batch norm)
-    total = max(1, steps_per_epoch * args.epochs)
+    schedule = LRSchedule(args.lr, args.schedule, steps_per_epoch, max(args.epochs, 1), args.warmup_epochs,
+                          milestones, args.lr_gamma, args.plateau_patience)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
     print(f"training {CLASS_NAME}: {sum(q.numel() for q in params):,} parameters, {len(yt)} training examples, "
@@ -355,15 +443,17 @@ def main(argv=None):
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
+        if drop is not None:
+            drop.set_epoch(epoch - 1, args.epochs, args.drop_path)
         perm = torch.randperm(len(yt), generator=gen).to(device)
         loss_sum, correct, seen = 0.0, 0, 0
         for i in range(steps_per_epoch):
-            idx = perm[i * batch:(i + 1) * batch]
+            idx = perm[i * batch:(i + 1) * batch].sort().values  # a batch in order, as the worker reads it
             x, y = xt[idx], yt[idx]
-            progress = min(step, total) / total
-            lr = args.lr if args.schedule == "constant" else args.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+            if augment:
+                x = augment(x.float(), augment_gen)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = schedule.at(step)
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=args.label_smoothing)
             for j, a in enumerate(getattr(model, "aux_outputs", None) or []):
@@ -375,6 +465,8 @@ def main(argv=None):
                 loss = loss + args.aux_weight * F.cross_entropy(a, y, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
             opt.step()
             step += 1
             if not math.isfinite(loss.item()):
@@ -383,12 +475,19 @@ def main(argv=None):
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
         if args.bn_recalibration > 0:
+            p_drop = drop.p if drop is not None else 0.0
+            if drop is not None:
+                drop.p = 0.0  # the statistics of the network that is evaluated
             recalibrate_bn(model, xt[perm[:args.bn_recalibration]], batch)
+            if drop is not None:
+                drop.p = p_drop
         line = (f"epoch {epoch}/{args.epochs}  train_loss {loss_sum / seen:.4f}  "
                 f"train_accuracy {correct / seen:.4f}")
         if xv is not None:
             vl, va, _ = evaluate(model, *xv, args.eval_batch_size)
             line += f"  val_loss {vl:.4f}  val_accuracy {va:.4f}"
+            if schedule.end_epoch(va):
+                line += f"  (lr now {schedule.at(step):.3g})"
         print(f"{line}  ({time.perf_counter() - start:.1f} s)", flush=True)
     if test is not None:
         tl, ta, tc = evaluate(model, dev(test[0]), dev(test[1], True), args.eval_batch_size)

@@ -34,7 +34,7 @@ from workers.data.splits import Split
 RESIDENT_CPU_BYTES = 64 * 2**20
 RESIDENT_CUDA_BYTES = 2 * 2**30
 PREFETCH = 3
-RESIDENT_KEPT = 2
+RESIDENT_KEPT = 3  # a data set's train, val and test splits
 _RESIDENT: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 
 

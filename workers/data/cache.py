@@ -84,6 +84,8 @@ def cached_entry(root: Path, source: str, what: Any, content: Any,
     with locked(root / f".{prefix}.lock"):
         if (entry / META_FILE).is_file():
             return entry, False
+        for stale in root.glob(f".building-{entry.name}-*"):  # left by a process killed while building it
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".building-{entry.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
