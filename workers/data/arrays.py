@@ -179,7 +179,7 @@ class NpyWriter:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.row_shape:
             raise ValueError(f"{self.path}: rows of shape {block.shape[1:]}, expected {self.row_shape}")
-        self._f.write(block.tobytes())
+        block.tofile(self._f)  # no copy of a contiguous block
         self.rows += len(block)
 
     def close(self) -> int:

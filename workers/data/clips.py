@@ -28,6 +28,7 @@ from workers.data.cache import cached_json, digest
 from workers.data.images import (
     ClassLayout,
     UnreadableFile,
+    block_size,
     class_layout,
     decode_all,
     decode_image,
@@ -171,8 +172,9 @@ def write_clips(scan: ClipScan, shape: tuple[int, ...], dtype: str, dest: Path, 
     for part, clips in scan.clips.items():
         writer = NpyWriter(dest / f"{part}.x.npy", dtype, shape, len(clips))
         labels = []
+        per_block = block_size(int(np.prod(shape)) * np.dtype(dtype).itemsize)
         for i, clip in decode_all((c for _, c in clips), lambda p: _read_clip(p, shape, dtype, strict), strict,
-                                  skipped, scan.layout.root):
+                                  skipped, scan.layout.root, per_block):
             writer.write(clip[None])
             labels.append(clips[i][0])
         sizes[part] = writer.close()

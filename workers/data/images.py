@@ -33,7 +33,8 @@ from workers.data.cache import cached_json, digest
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-BLOCK = 256  # images decoded (in parallel) and written at a time
+BLOCK = 256  # images decoded (in parallel) and written at a time, at most
+BLOCK_BYTES = 32 * 2**20  # and at most this many bytes of them
 SHOW = 5  # file names quoted in a note
 
 
@@ -269,9 +270,14 @@ def _centre_box(size: tuple[int, int], width: int, height: int) -> tuple[float, 
     return left, top, left + bw, top + bh
 
 
+def block_size(example_bytes: int) -> int:
+    """Examples per block: `BLOCK`, fewer where they would take more than `BLOCK_BYTES`."""
+    return max(1, min(BLOCK, BLOCK_BYTES // max(1, example_bytes)))
+
+
 def decode_all(paths: Iterable[Path], decode: Callable[[Path], np.ndarray],
-               strict: bool, skipped: list[str], root: Path) -> Iterator[tuple[int, np.ndarray]]:
-    """(position, array) of each path that decodes, in order, `BLOCK` at a time in parallel; an unreadable one
+               strict: bool, skipped: list[str], root: Path, block: int = BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    """(position, array) of each path that decodes, in order, `block` at a time in parallel; an unreadable one
     (`UnreadableFile`) is added to `skipped` (its path relative to `root` and why), or raised with `strict`; any
     other error is raised."""
     paths = list(paths)
@@ -283,8 +289,8 @@ def decode_all(paths: Iterable[Path], decode: Callable[[Path], np.ndarray],
             return e
 
     with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
-        for start in range(0, len(paths), BLOCK):
-            for i, result in enumerate(pool.map(one, paths[start:start + BLOCK]), start):
+        for start in range(0, len(paths), block):
+            for i, result in enumerate(pool.map(one, paths[start:start + block]), start):
                 if isinstance(result, UnreadableFile):
                     if strict:
                         raise DatasetError(f"{result} (strict: unreadable images are errors; without strict they "
@@ -301,18 +307,14 @@ def write_images(scan: FolderScan, shape: tuple[int, int, int], dest: Path, stri
     channels, height, width = shape
     skipped: list[str] = []
     sizes = {}
+    per_block = block_size(channels * height * width)
     for part, files in scan.files.items():
         writer = NpyWriter(dest / f"{part}.x.npy", np.uint8, shape, len(files))
-        labels, block = [], []
+        labels = []
         for i, image in decode_all((f for _, f in files), lambda p: decode_image(p, (height, width), channels),
-                                   strict, skipped, scan.layout.root):
+                                   strict, skipped, scan.layout.root, per_block):
             labels.append(files[i][0])
-            block.append(image)
-            if len(block) == BLOCK:
-                writer.write(np.stack(block))
-                block = []
-        if block:
-            writer.write(np.stack(block))
+            writer.write(image[None])
         sizes[part] = writer.close()
         found = set(labels)
         for label, folder in scan.layout.parts[part]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from workers.data.arrays import DatasetError
 
-BLOCK_BYTES = 64 * 2**20
+BLOCK_BYTES = 16 * 2**20
 
 
 def _blocks(x, rows: np.ndarray):
@@ -31,9 +31,8 @@ def channel_stats(x, rows: np.ndarray, divisor: float, where: str) -> tuple[list
     if x.dtype == np.uint8:
         counts = np.zeros((channels, 256), np.int64)
         for block in _blocks(x, rows):
-            flat = block.reshape(len(block), channels, -1).transpose(1, 0, 2).reshape(channels, -1)
             for c in range(channels):
-                counts[c] += np.bincount(flat[c], minlength=256)
+                counts[c] += np.bincount(block[:, c].reshape(-1), minlength=256)
         values = (np.arange(256, dtype=np.float32) / np.float32(divisor)).astype(np.float64)
         mean = counts @ values / n
         var = (counts * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / n
