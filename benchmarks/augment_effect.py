@@ -1,9 +1,10 @@
 """Does the worker's augmentation help? scikit-learn's digits with a small training fraction, a fixed small CNN,
 test accuracy with random crops (``crop:1``: 1 pixel of padding on 8x8 images, CIFAR's 4 of 32 scaled down)
-against none, over several seeds; the same seed gives both arms the same training examples, initial weights and
-batch order, so the comparison is paired.
+against none, over several seeds, at two training lengths (a short one, as a search's trials, and a long one);
+the same seed gives both arms the same training examples, initial weights and batch order, so the comparison is
+paired.
 
-    python benchmarks/augment_effect.py [--seeds 10] [--fraction 0.1] [--epochs 40] | tee results/augment_effect.txt
+    python benchmarks/augment_effect.py [--seeds 10] [--fraction 0.1] [--epochs 40 200] | tee results/augment_effect.txt
 
 Per seed: the training examples are a seeded, stratified `fraction` of the worker's training split of digits;
 validation and test are the worker's own splits (288 and 359 examples); the network is trained by the worker's
@@ -51,15 +52,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--fraction", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, nargs="+", default=[40, 200])
     p.add_argument("--augment", default="crop:1")
     args = p.parse_args()
     torch.set_num_threads(1)
     digits = load_dataset("digits")
     train, val, test = (digits.splits[s].gather() for s in ("train", "val", "test"))
     print(f"digits: {len(train['y'])} training examples, {args.fraction} of them per seed; val {len(val['y'])}, "
-          f"test {len(test['y'])}; {args.epochs} epochs of batch 32, SGD lr 0.05 cosine; augment {args.augment!r} "
-          f"vs none; {args.seeds} seeds; torch threads 1")
+          f"test {len(test['y'])}; batch 32, SGD lr 0.05 cosine; augment {args.augment!r} vs none; {args.seeds} "
+          f"seeds; torch threads 1")
+    for epochs in args.epochs:
+        compare(epochs, args, digits, train, val, test)
+
+
+def compare(epochs: int, args, digits, train, val, test) -> None:
+    print(f"\n{epochs} epochs:")
     results: dict[str, list[float]] = {"none": [], args.augment: []}
     start = time.perf_counter()
     for seed in range(args.seeds):
@@ -70,7 +77,7 @@ def main() -> None:
         for augment in ("none", args.augment):
             torch.manual_seed(seed)
             model = nas.build(small_cnn())
-            settings = TrainSettings(epochs=args.epochs, batch_size=32, lr=0.05, seed=seed, augment=augment,
+            settings = TrainSettings(epochs=epochs, batch_size=32, lr=0.05, seed=seed, augment=augment,
                                      latency_reps=0)
             trainer = Trainer(model, data, settings, "cpu")
             while not trainer.done:
@@ -80,7 +87,8 @@ def main() -> None:
             line.append(f"{augment} {100 * acc:.2f}%")
         print(" | ".join(line), flush=True)
     diff = [a - b for a, b in zip(results[args.augment], results["none"], strict=True)]
-    print(f"\ntest accuracy, mean ± standard error over {args.seeds} seeds (%):")
+    print(f"test accuracy after {epochs} epochs ({epochs * -(-len(few) // 32)} steps), mean ± standard error over "
+          f"{args.seeds} seeds (%):")
     print(f"  no augmentation:   {mean_se(results['none'])}")
     print(f"  {args.augment + ':':<18} {mean_se(results[args.augment])}")
     print(f"  paired difference: {mean_se(diff)} (augmented better on {sum(d > 0 for d in diff)} of {len(diff)} "

@@ -22,7 +22,6 @@ Sets: ``digits`` (scikit-learn's 8x8 digits, embedded), ``cifar10`` (the binary 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import uuid
@@ -74,6 +73,7 @@ class DatasetSplits:
     task: str = "classification"
     classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    _tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # x_train etc., once made
 
     def sizes(self) -> dict[str, int]:
         return {s: len(self.splits[s]) for s in ("train", "val", "test")}
@@ -84,10 +84,6 @@ class DatasetSplits:
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         return InputTransform(self.preprocessing, x.device, len(self.input_shape))(x)
-
-    @functools.cached_property
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {}
 
     def _tensor(self, split: str, what: str) -> torch.Tensor:
         key = f"{what}_{split}"
@@ -168,7 +164,11 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int 
             (log or log_data.info)(f"data: {line}")
     parts = {part: {f: _open_array(entry / f"{part}.{f}.npy") for f in meta["fields"]} for part in meta["parts"]}
     train = parts["train"]
-    idx = split_indices(np.asarray(train["y"]), "val" in parts, "test" in parts, seed, val_fraction, test_fraction)
+    n_train = int(meta["parts"]["train"])
+    # hold-outs are stratified by the class label where the data set has one (a source may name another field)
+    by = meta.get("stratify", "y")
+    labels = np.asarray(train[by]) if by in train else np.zeros(n_train, np.int64)
+    idx = split_indices(labels, "val" in parts, "test" in parts, seed, val_fraction, test_fraction)
     base_key = f"{entry}:{seed}:{val_fraction}:{test_fraction}"
     splits = {"train": Split(train, idx["train"], f"{base_key}:train")}
     for s in ("val", "test"):

@@ -12,7 +12,8 @@ the cache folder):
   their metadata: ``parts`` (sizes), ``fields`` (the arrays of each example, e.g. ``["x", "y"]``), ``inputs``
   (the fields the network takes and the worker standardises), ``scale`` (of the inputs: 1/255 for uint8
   pixels), ``num_classes``, ``classes``, ``task`` (what `workers.tasks` trains: ``classification``), ``notes``
-  and ``skipped`` (files left out).
+  and ``skipped`` (files left out); optionally ``stratify``, the field that hold-out splits are stratified by
+  (default ``y``; none where the field is absent).
 
 Inputs are stored as uint8 where the data are (4x less than float32) and as float32 otherwise. A data set of
 other examples (pairs of images, masks, boxes, several labels) is a source with other fields and its task;
