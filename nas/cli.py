@@ -410,6 +410,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def retrain_settings(search: dict[str, Any] | None, flags: dict[str, Any]) -> Any:
+    """`nas train`'s settings: the search's, with the flags given over them; a ``recipe`` flag puts the recipe's
+    settings in place of the search's (which are all explicit, so a recipe as defaults would change nothing),
+    the flags still winning."""
+    from nas.train_settings import RECIPES, TrainSettings
+
+    train = {**(search or {}), **RECIPES.get(flags.get("recipe"), {}), **flags}
+    return TrainSettings.from_dict(train, "nas train")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a found architecture (a run folder's best or --rank K, or an architecture .json) to the end, with the
     search's training settings and any training flag given, here or data-parallel on --workers Ray Train
@@ -417,16 +427,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nas.config import SearchConfig
     from nas.evaluation import get_evaluation
     from nas.export_source import resolve
-    from nas.train_settings import TrainSettings
-
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
     src = resolve(args.source, rank=args.rank)
-    train = dict(src.train or {})
-    for dest, (_, key) in _train_flags().items():
-        if getattr(args, dest, None) is not None:
-            train[key] = getattr(args, dest)
-    settings = TrainSettings.from_dict(train, "nas train")
+    flags = {key: getattr(args, dest) for dest, (_, key) in _train_flags().items()
+             if getattr(args, dest, None) is not None}
+    settings = retrain_settings(src.train, flags)
     cfg = SearchConfig(address=args.address, cpus_per_trial=args.cpus_per_worker, train=settings)
     metrics = get_evaluation(cfg, "train").retrain(src.arch, args.out, workers=args.workers, use_gpu=args.gpus)
     val, test = (metrics.get(k, float("nan")) for k in ("val_accuracy", "test_accuracy"))

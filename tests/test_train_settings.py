@@ -164,6 +164,16 @@ def test_a_recipe_gives_the_defaults_of_the_settings_not_given(tmp_path):
         TrainSettings.from_dict({"schedule": "step"})
 
 
+def test_nas_train_with_a_recipe_replaces_the_searchs_settings():
+    from nas.cli import retrain_settings
+
+    search = TrainSettings(epochs=3, lr=0.05, dataset="cifar10", data_root="/data").to_dict()
+    t = retrain_settings(search, {"recipe": "darts", "epochs": 20})
+    assert (t.epochs, t.lr, t.drop_path, t.augment, t.dataset, t.data_root) == (20, 0.025, 0.2, "crop:4,flip,cutout:16",
+                                                                               "cifar10", "/data")
+    assert retrain_settings(search, {"lr": 0.1}) == TrainSettings(**{**search, "lr": 0.1})
+
+
 def test_a_resumed_runs_config_without_the_newer_settings_gets_their_defaults(tmp_path):
     old = {"dataset": "digits", "data_root": None, "data_seed": 0, "epochs": 1, "batch_size": 64, "optimizer": "sgd",
            "lr": 0.05, "weight_decay": 5e-4, "momentum": 0.9, "label_smoothing": 0.0, "checkpoint_every": 0}
