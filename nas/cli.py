@@ -370,6 +370,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nas.preprocessing import describe
     from nas.registry import list_spaces
 
+    if args.rank is not None and args.pareto is not None:
+        raise CLIError("--rank K (the K-th best by the first objective) and --pareto K (the K-th point of the "
+                       "Pareto front) choose the architecture two ways: give one")
     if args.untrained and (args.weights or args.weights_file):
         raise CLIError("--untrained exports random initial weights; it cannot be combined with --weights or "
                        "--weights-file")
@@ -378,7 +381,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.space = args.source
         src = ExportSource(_arch_from_args(args), description=f"space {args.source}")
     else:
-        src = resolve(args.source, rank=args.rank, pareto=args.pareto)
+        src = resolve(args.source, rank=1 if args.rank is None else args.rank, pareto=args.pareto)
     from_run = Path(args.source).is_dir()
     if args.weights_file:
         weights, what = args.weights_file, f"the weights of {args.weights_file}"
@@ -574,8 +577,8 @@ def make_parser() -> argparse.ArgumentParser:
                                   "(with --preset / --set)")
     p.add_argument("--format", default="python", choices=["python", "json", "torchscript", "onnx"])
     p.add_argument("--out", required=True, help="the model file to write, e.g. net.py")
-    p.add_argument("--rank", type=int, default=1, help="from a search folder: the K-th best architecture (by the "
-                                                            "first objective)")
+    p.add_argument("--rank", type=int, help="from a search folder: the K-th best architecture (by the first "
+                                             "objective; default 1)")
     p.add_argument("--pareto", type=int, metavar="K",
                    help="from a multi-objective search's folder: the K-th point of its Pareto front (pareto.md)")
     p.add_argument("--weights", action="store_true",

@@ -283,6 +283,9 @@ def test_export_pareto_k_and_its_errors(tmp_path):
     last = len(front)
     with pytest.raises(ExportSourceError, match=f"1..{last}"):
         from_run_folder(multi, pareto=last + 1)
+    out = tmp_path / "net.json"
+    assert main(["export", str(multi), "--rank", "1", "--pareto", "1", "--format", "json", "--out", str(out)]) == 2
+    assert not out.exists()  # --pareto once overrode --rank silently
 
 
 # -- the bench and Ray, on the NAS-Bench-201 table -----------------------------------------------------------------
