@@ -36,7 +36,7 @@ def quick(out: Path, **kw) -> SearchConfig:
 
 
 def test_search_writes_the_run_folder(cluster, tmp_path):
-    cfg = quick(tmp_path / "run", space="resnet", strategy="evolution", budget=6, seed=1,
+    cfg = quick(tmp_path / "run", space="resnet", strategy="evolution", budget=6, seed=1, max_params=150_000,
                 strategy_options={"population_size": 4, "sample_size": 2})
     outcome = run_search(cfg, log=lambda s: None)
     folder = tmp_path / "run"
@@ -121,7 +121,7 @@ def test_failing_candidates_are_recorded_and_the_search_goes_on(cluster, tmp_pat
 def test_killed_driver_resumes_without_losing_or_repeating(cluster, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "resnet", "--strategy", "random", "--budget", "8",
-           "--epochs", "1", "--workers", "1", "--seed", "5", "--out", str(out), "--address", cluster]
+           "--epochs", "1", "--max-params", "150000", "--workers", "1", "--seed", "5", "--out", str(out), "--address", cluster]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
