@@ -2,7 +2,9 @@
 
 import nas.darts.mixed  # noqa: F401  (registers the DARTS mixed op)
 import nas.ops_cells  # noqa: F401  (registers the cell ops)
-import nas.ops_classic  # noqa: F401  (registers lrn, pad_shortcut, scale)
+import nas.ops_classic  # noqa: F401  (registers lrn, pad_shortcut, scale, l2_normalize)
+import nas.ops_roi  # noqa: F401  (registers roi_pool)
+import nas.ops_spatial  # noqa: F401  (registers stn, upsample, conv_transpose)
 import nas.ops_video  # noqa: F401  (registers the video ops)
 from nas.builder import GraphModule, build, count_flops, count_params
 from nas.export import export  # the function; its package stays importable as nas.export.<module>

@@ -4,7 +4,9 @@
 ``<node>.weight``), and its forward runs a precomputed plan in topological order: merge the node's
 inputs, run its op, and drop every intermediate tensor after its last use, so peak memory is that of a
 hand-written network. Auxiliary heads (nodes marked ``aux``) run only in training mode; their outputs
-are left in ``module.aux_outputs`` for the loss.
+are left in ``module.aux_outputs`` for the loss. A graph with several inputs gives a module whose forward
+takes them in index order; a subgraph is one `GraphModule` registered under its name, which every
+``call`` node of it applies (shared weights, ``<subgraph>.<node>.weight`` in the state dict).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import torch
 from torch import nn
 
 from nas.graph import (
+    CALL_OP,
     ArchitectureError,
     aux_nodes,
     infer_shapes,
-    input_node,
+    input_nodes,
+    node_input_shape,
     ordered_inputs,
     output_node,
+    subgraphs,
     topological_order,
 )
-from nas.ops import Shape, apply_merge, get_op, merge_shape, resolve_params
+from nas.ops import Shape, apply_merge, get_op, resolve_params
 
 # ops whose output is a fresh tensor nobody else holds, so a following ReLU may work in place
 _FRESH_OUTPUT_OPS = {"conv", "bn", "linear"}
@@ -32,12 +37,13 @@ _FRESH_OUTPUT_OPS = {"conv", "bn", "linear"}
 
 @dataclass(frozen=True)
 class _Step:
-    name: str
+    name: str  # the submodule to run: the node's own, or the subgraph a call node applies
     out: int
     inputs: tuple[int, ...]
     merge: str | None
     free: tuple[int, ...]  # slots whose last reader is this step
     aux: bool
+    spread: bool = False  # an op of arity > 1: its inputs are separate arguments
 
 
 class GraphModule(nn.Module):
@@ -47,10 +53,13 @@ class GraphModule(nn.Module):
         super().__init__()
         shapes = infer_shapes(g)
         order = topological_order(g)
-        src, out = input_node(g), output_node(g)
+        srcs, out = input_nodes(g), output_node(g)
+        src = srcs[0]
         aux = aux_nodes(g)
+        subs = subgraphs(g) if any(g.nodes[n]["op"] == CALL_OP for n in order) else {}
         slot = {n: i for i, n in enumerate(order)}
         self.input_shape: Shape = shapes[src]
+        self.input_shapes: list[Shape] = [shapes[s] for s in srcs]
         self.output_shape: Shape = shapes[out]
         self.aux_outputs: list[torch.Tensor] = []
         last_reader: dict[str, str] = {}
@@ -59,37 +68,50 @@ class GraphModule(nn.Module):
                 last_reader[p] = n
         steps = []
         self._aux_sinks = [slot[n] for n in order if n in aux and g.out_degree(n) == 0]
+        reserved = {"aux_outputs", "input_shape", "input_shapes", "output_shape"}
         for n in order:
-            if n == src:
+            if n in srcs:
                 continue
-            if hasattr(nn.Module, n) or n in ("aux_outputs", "input_shape", "output_shape"):
-                raise ArchitectureError(f"node id {n!r} clashes with an nn.Module attribute; rename it")
             d = g.nodes[n]
-            preds = ordered_inputs(g, n)
             params = resolve_params(d["op"], d.get("params", {}))
-            if d["op"] == "relu" and _may_run_in_place(g, n, preds, src):
+            name = params["graph"] if d["op"] == CALL_OP else n
+            if hasattr(nn.Module, name) or name in reserved:
+                kind = "subgraph name" if d["op"] == CALL_OP else "node id"
+                raise ArchitectureError(f"{kind} {name!r} clashes with an nn.Module attribute; rename it")
+            preds = ordered_inputs(g, n)
+            if d["op"] == "relu" and _may_run_in_place(g, n, preds, srcs):
                 params["inplace"] = True
-            in_shape = shapes[preds[0]] if len(preds) == 1 else _merged_shape(d["merge"], [shapes[p] for p in preds])
-            self.add_module(n, get_op(d["op"]).build(params, in_shape))
+            if d["op"] == CALL_OP:
+                if name not in self._modules:  # built once, at its first call: every call shares it
+                    self.add_module(name, GraphModule(subs[name]))
+            else:
+                self.add_module(n, get_op(d["op"]).build(params, node_input_shape(g, n, shapes)))
             free = tuple(slot[p] for p in preds if last_reader.get(p) == n and p != out)
-            steps.append(_Step(n, slot[n], tuple(slot[p] for p in preds), d.get("merge") if len(preds) > 1 else None,
-                               free, n in aux))
+            steps.append(_Step(name, slot[n], tuple(slot[p] for p in preds), d.get("merge") if len(preds) > 1 else None,
+                               free, n in aux, spread=get_op(d["op"]).arity > 1))
         self._steps = steps
         self._n_slots = len(order)
-        self._in_slot, self._out_slot = slot[src], slot[out]
+        self._in_slots, self._out_slot = [slot[s] for s in srcs], slot[out]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+        """The network on its input(s): one tensor per input node, in index order."""
+        if len(more) + 1 != len(self._in_slots):
+            raise TypeError(f"this network takes {len(self._in_slots)} input(s), got {len(more) + 1}")
         values: list[torch.Tensor | None] = [None] * self._n_slots
-        values[self._in_slot] = x
+        for i, v in zip(self._in_slots, (x, *more), strict=True):
+            values[i] = v
         run_aux = self.training and bool(self._aux_sinks)
         for step in self._steps:
             if step.aux and not run_aux:
                 continue
-            if step.merge is None:
-                y = values[step.inputs[0]]
+            if step.spread:
+                values[step.out] = self._modules[step.name](*[values[i] for i in step.inputs])
             else:
-                y = apply_merge(step.merge, [values[i] for i in step.inputs])
-            values[step.out] = self._modules[step.name](y)
+                if step.merge is None:
+                    y = values[step.inputs[0]]
+                else:
+                    y = apply_merge(step.merge, [values[i] for i in step.inputs])
+                values[step.out] = self._modules[step.name](y)
             for i in step.free:
                 if i not in self._aux_sinks:
                     values[i] = None
@@ -97,15 +119,12 @@ class GraphModule(nn.Module):
         return values[self._out_slot]
 
 
-def _merged_shape(merge: str, shapes: list[Shape]) -> Shape:
-    return merge_shape(merge, shapes, "merge")
-
-
-def _may_run_in_place(g: nx.DiGraph, n: str, preds: list[str], src: str) -> bool:
+def _may_run_in_place(g: nx.DiGraph, n: str, preds: list[str], srcs: str | list[str]) -> bool:
     if len(preds) > 1:
         return True  # the merge made a fresh tensor
     p = preds[0]
-    return p != src and g.out_degree(p) == 1 and g.nodes[p]["op"] in _FRESH_OUTPUT_OPS
+    inputs = {srcs} if isinstance(srcs, str) else set(srcs)
+    return p not in inputs and g.out_degree(p) == 1 and g.nodes[p]["op"] in _FRESH_OUTPUT_OPS
 
 
 def build(g: nx.DiGraph) -> GraphModule:
@@ -121,16 +140,20 @@ def count_params(g: nx.DiGraph) -> int:
 
 
 def count_flops(g: nx.DiGraph, include_aux: bool = False) -> int:
-    """Multiply-accumulates of one forward pass of one sample (convolutions and linear layers)."""
+    """Multiply-accumulates of one forward pass of one sample (convolutions and linear layers; a subgraph
+    counts at each call)."""
     shapes = infer_shapes(g)
     aux = aux_nodes(g)
+    sub_flops = {name: count_flops(sub) for name, sub in subgraphs(g).items()} if g.graph.get("subgraphs") else {}
     total = 0
     for n in topological_order(g):
         d = g.nodes[n]
         if d["op"] == "input" or (n in aux and not include_aux):
             continue
-        preds = ordered_inputs(g, n)
-        in_shape = shapes[preds[0]] if len(preds) == 1 else _merged_shape(d["merge"], [shapes[p] for p in preds])
+        params = resolve_params(d["op"], d.get("params", {}))
+        if d["op"] == CALL_OP:
+            total += sub_flops[params["graph"]]
+            continue
         spec = get_op(d["op"])
-        total += int(spec.macs(resolve_params(d["op"], d.get("params", {})), in_shape, shapes[n]))
+        total += int(spec.macs(params, node_input_shape(g, n, shapes), shapes[n]))
     return total

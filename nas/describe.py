@@ -8,7 +8,16 @@ import networkx as nx
 import torch
 
 from nas.builder import GraphModule, count_flops
-from nas.graph import arch_id, aux_nodes, infer_shapes, ordered_inputs, output_node, topological_order
+from nas.graph import (
+    CALL_OP,
+    arch_id,
+    aux_nodes,
+    infer_shapes,
+    input_shapes,
+    ordered_inputs,
+    output_node,
+    topological_order,
+)
 
 
 def summary(g: nx.DiGraph) -> dict[str, Any]:
@@ -31,6 +40,8 @@ def summary(g: nx.DiGraph) -> dict[str, Any]:
         "num_edges": g.number_of_edges(),
         "assignment": g.graph.get("assignment"),
     }
+    if len(input_shapes(g)) > 1:
+        out["input_shapes"] = [list(s) for s in input_shapes(g)]
     if aux:
         out["aux_params"] = aux_params
     if g.graph.get("options"):
@@ -48,9 +59,13 @@ def render(g: nx.DiGraph, max_rows: int | None = None) -> str:
     with torch.device("meta"):
         model = GraphModule(g)
     rows = [("node", "op", "inputs", "output", "params")]
+    shown_subgraphs = set()
     for n in topological_order(g):
         d = g.nodes[n]
         sub = model._modules.get(n)
+        if d["op"] == CALL_OP and d["params"]["graph"] not in shown_subgraphs:  # its weights, at its first call
+            sub = model._modules.get(d["params"]["graph"])
+            shown_subgraphs.add(d["params"]["graph"])
         n_params = sum(p.numel() for p in sub.parameters()) if sub is not None else 0
         op = d["op"] + (f"({_short_params(d.get('params', {}))})" if d.get("params") else "")
         ins = ordered_inputs(g, n)
@@ -67,7 +82,8 @@ def render(g: nx.DiGraph, max_rows: int | None = None) -> str:
         "",
         f"space: {s['space']}  preset: {s['preset']}  arch_id: {s['arch_id']}",
         f"params: {s['params']:,}  flops (multiply-accumulates): {s['flops']:,}",
-        f"input: {'x'.join(map(str, s['input_shape']))}  output: {'x'.join(map(str, s['output_shape']))}",
+        f"input: {', '.join('x'.join(map(str, v)) for v in s.get('input_shapes', [s['input_shape']]))}  "
+        f"output: {'x'.join(map(str, s['output_shape']))}",
     ]
     if "aux_params" in s:
         lines.append(f"auxiliary heads: {s['aux_params']:,} params (training only)")

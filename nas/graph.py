@@ -2,16 +2,27 @@
 
 An `ArchGraph` is a `networkx.DiGraph` of concrete operations. Each node carries plain data:
 
-- ``op``: a name from `nas.ops.OPS` (``input`` for the single input node);
+- ``op``: a name from `nas.ops.OPS` (``input`` for an input node; ``call`` for a node applying a subgraph);
 - ``params``: the op's hyperparameters (a JSON-able dict);
 - ``merge``: how a node with several inputs combines them before its op (sum, concat, gate, mul);
 - ``choice`` (optional): the name of the op-choice variable that decides this node's op, which is what
   DARTS relaxes;
 - ``aux`` (optional, true on auxiliary-head nodes): nodes that feed a side output used only in training.
 
-Edges carry ``order``, the input's position among its target's inputs (concat and gate care). Graph
-attributes: ``input_shape`` (without batch), and free-form metadata (``space``, ``assignment``, ...) that
-is saved with the graph but is not part of its identity.
+Edges carry ``order``, the input's position among its target's inputs (concat, gate and ops of arity > 1
+care). Graph attributes: ``input_shape`` (without batch), ``subgraphs`` (below), and free-form metadata
+(``space``, ``assignment``, ...) that is saved with the graph but is not part of its identity.
+
+Several inputs (a Siamese pair, an image and its box proposals): the first input is the node ``input``
+(params ``{}``, shape ``input_shape``); each further one is a node with op ``input`` and params
+``{"index": k, "shape": [...]}``, k = 1, 2, ... (`ArchGraph.add_input`). A network built from such a
+graph takes its inputs as positional arguments in index order. A step that handles only single-input
+networks raises, naming the inputs (`input_node`).
+
+Weight sharing: ``subgraphs`` maps a name to a single-input architecture (`to_dict` form); every node
+with op ``call`` and params ``{"graph": name}`` applies that subgraph to its input, and all of them share
+one module (built once, applied at each call: the branches of a Siamese network). Its weights are under
+``<name>.`` in the state dict. Subgraphs hold no subgraphs of their own and no auxiliary heads.
 
 Node ids are Python identifiers so that the builder and the exported module can use them as submodule
 names: ``state_dict`` keys are ``<node id>.weight`` everywhere.
@@ -28,10 +39,20 @@ from typing import Any
 
 import networkx as nx
 
-from nas.ops import OpError, Shape, get_op, merge_shape, resolve_params
+from nas.ops import OpError, OpSpec, Shape, get_op, merge_shape, register_op, resolve_params
 
 FORMAT = "graphnas.arch/1"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CALL_OP = "call"
+SUBGRAPHS = "subgraphs"  # the graph attribute holding them
+
+
+def _resolved_by_the_graph(*_: Any) -> Any:
+    raise OpError("op 'call' applies a subgraph of its architecture; only the graph can resolve it")
+
+
+register_op(OpSpec(CALL_OP, _resolved_by_the_graph, _resolved_by_the_graph, required=("graph",),
+                   doc="apply the architecture's subgraph params['graph'] (one module, shared by every call)"))
 
 
 class ArchitectureError(ValueError):
@@ -68,6 +89,28 @@ class ArchGraph(nx.DiGraph):
             self.add_edge(src, node, order=i)
         return node
 
+    def add_input(self, node: str, shape: Iterable[int]) -> str:
+        """Add the next input (index 1, 2, ...; the first is ``input``) of `shape` (without batch)."""
+        if node in self:
+            raise ArchitectureError(f"node {node!r} already exists")
+        index = sum(1 for _, d in self.nodes(data=True) if d.get("op") == "input")
+        self.add_node(node, op="input", params={"index": index, "shape": [int(v) for v in shape]})
+        return node
+
+    def add_subgraph(self, name: str, sub: nx.DiGraph) -> str:
+        """Hold the single-input architecture `sub` as subgraph `name`; nodes ``add_op(n, "call", x,
+        graph=name)`` apply it, sharing its weights. Returns `name`."""
+        if not isinstance(name, str) or not _IDENT.match(name):
+            raise ArchitectureError(f"subgraph name {name!r} is not a Python identifier")
+        subs = self.graph.setdefault(SUBGRAPHS, {})
+        if name in subs or name in self:
+            raise ArchitectureError(f"subgraph name {name!r} is taken (by a subgraph or a node)")
+        input_node(sub)
+        if sub.graph.get(SUBGRAPHS):
+            raise ArchitectureError(f"subgraph {name!r} holds subgraphs of its own; nest them into one level")
+        subs[name] = to_dict(sub)
+        return name
+
     # conveniences that read like the module-level functions
     def validate(self) -> dict[str, Shape]:
         return infer_shapes(self)
@@ -96,11 +139,101 @@ def ordered_inputs(g: nx.DiGraph, node: str) -> list[str]:
     return sorted(preds, key=lambda p: (g.edges[p, node].get("order", 0), p))
 
 
-def input_node(g: nx.DiGraph) -> str:
+def input_nodes(g: nx.DiGraph) -> list[str]:
+    """The input nodes in index order (the first has params ``{}``, the k-th ``{"index": k, "shape": ...}``)."""
     nodes = [n for n, d in g.nodes(data=True) if d.get("op") == "input"]
+    if not nodes:
+        raise ArchitectureError("an architecture needs an 'input' node, found none")
+    by_index: dict[int, str] = {}
+    for n in nodes:
+        params = g.nodes[n].get("params") or {}
+        index = params.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ArchitectureError(f"input node {n!r}: params.index must be an int >= 0, got {index!r}")
+        if index == 0 and params:
+            raise ArchitectureError(f"input node {n!r}: the first input takes no params (its shape is the graph's "
+                                    f"input_shape), got {params}")
+        if index > 0:
+            shape = params.get("shape")
+            if set(params) != {"index", "shape"} or not _positive_ints(shape):
+                raise ArchitectureError(f"input node {n!r}: a further input needs params {{'index': k, 'shape': "
+                                        f"[positive ints]}}, got {params}")
+        if index in by_index:
+            raise ArchitectureError(f"input nodes {by_index[index]!r} and {n!r} both have index {index}")
+        by_index[index] = n
+    if sorted(by_index) != list(range(len(nodes))):
+        raise ArchitectureError(f"input indices must be 0..{len(nodes) - 1}, got {sorted(by_index)}")
+    return [by_index[i] for i in range(len(nodes))]
+
+
+def input_node(g: nx.DiGraph) -> str:
+    """The one input node; raises for a graph with several inputs (a step that takes only one)."""
+    nodes = input_nodes(g)
     if len(nodes) != 1:
-        raise ArchitectureError(f"an architecture needs exactly one 'input' node, found {len(nodes)}: {nodes}")
+        raise ArchitectureError(f"this step takes architectures with one input; this one has {len(nodes)}: {nodes}")
     return nodes[0]
+
+
+def input_shapes(g: nx.DiGraph) -> list[Shape]:
+    """The shape (without batch) of every input, in index order."""
+    out = []
+    for n in input_nodes(g):
+        params = g.nodes[n].get("params") or {}
+        out.append(tuple(params["shape"]) if params.get("index") else tuple(g.graph["input_shape"]))
+    return out
+
+
+def _positive_ints(shape: Any) -> bool:
+    return bool(isinstance(shape, list | tuple) and shape
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape))
+
+
+def subgraphs(g: nx.DiGraph) -> dict[str, ArchGraph]:
+    """The graph's subgraphs by name, each parsed and validated (a single-input architecture)."""
+    raw = g.graph.get(SUBGRAPHS) or {}
+    if not isinstance(raw, dict):
+        raise ArchitectureError(f"graph attribute {SUBGRAPHS!r} must map names to architectures")
+    out = {}
+    for name, data in raw.items():
+        if not isinstance(name, str) or not _IDENT.match(name):
+            raise ArchitectureError(f"subgraph name {name!r} is not a Python identifier")
+        if name in g:
+            raise ArchitectureError(f"subgraph name {name!r} is also a node id; rename one")
+        if isinstance(data, dict) and (data.get("graph") or {}).get(SUBGRAPHS):
+            raise ArchitectureError(f"subgraph {name!r} holds subgraphs of its own; nest them into one level")
+        sub = from_dict(data, f"subgraph {name!r}")
+        input_node(sub)
+        if aux_nodes(sub):
+            raise ArchitectureError(f"subgraph {name!r} has auxiliary nodes {sorted(aux_nodes(sub))[:5]}; a "
+                                    "subgraph gives one output")
+        out[name] = sub
+    return out
+
+
+def calls(g: nx.DiGraph) -> dict[str, str]:
+    """node -> subgraph name of every ``call`` node."""
+    return {n: (d.get("params") or {}).get("graph") for n, d in g.nodes(data=True) if d.get("op") == CALL_OP}
+
+
+def node_input_shape(g: nx.DiGraph, n: str, shapes: dict[str, Shape]) -> Shape | tuple[Shape, ...]:
+    """What node `n`'s op receives: its one input's shape, its inputs' merged shape, or (an op of arity
+    > 1) the tuple of its inputs' shapes. Raises `OpError` where the inputs do not fit the node."""
+    d = g.nodes[n]
+    preds = ordered_inputs(g, n)
+    merge = d.get("merge")
+    arity = get_op(d["op"]).arity
+    if arity > 1:
+        if len(preds) != arity or merge is not None:
+            raise OpError(f"it takes {arity} inputs as separate arguments (no merge), got {len(preds)} input(s) "
+                          f"{preds}" + (f" and merge {merge!r}" if merge is not None else ""))
+        return tuple(shapes[p] for p in preds)
+    if len(preds) > 1:
+        if merge is None:
+            raise OpError(f"it has {len(preds)} inputs {preds} but no 'merge'")
+        return merge_shape(merge, [shapes[p] for p in preds], "merging its inputs")
+    if merge is not None:
+        raise OpError(f"it has merge {merge!r} but only one input")
+    return shapes[preds[0]]
 
 
 def aux_nodes(g: nx.DiGraph) -> set[str]:
@@ -134,8 +267,7 @@ def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
     if "input_shape" not in g.graph:
         raise ArchitectureError("the graph has no 'input_shape' attribute")
     in_shape = g.graph["input_shape"]
-    if not (isinstance(in_shape, list | tuple) and in_shape
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in in_shape)):
+    if not _positive_ints(in_shape):
         raise ArchitectureError(f"input_shape must be a list of positive ints, got {in_shape!r}")
     for n in g.nodes:
         if not isinstance(n, str) or not _IDENT.match(n):
@@ -143,20 +275,21 @@ def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
     if not nx.is_directed_acyclic_graph(g):
         cycle = nx.find_cycle(g)
         raise ArchitectureError(f"the graph has a cycle through edges {cycle}")
-    src = input_node(g)
-    if g.in_degree(src) != 0:
-        raise ArchitectureError(f"input node {src!r} has incoming edges")
+    srcs = input_nodes(g)
+    for src in srcs:
+        if g.in_degree(src) != 0:
+            raise ArchitectureError(f"input node {src!r} has incoming edges")
     output_node(g)
-    reachable = nx.descendants(g, src) | {src}
+    reachable = set(srcs).union(*(nx.descendants(g, src) for src in srcs))
     unreachable = [n for n in g.nodes if n not in reachable]
     if unreachable:
         raise ArchitectureError(f"node(s) {unreachable[:10]} are not reachable from the input")
+    subs = subgraphs(g) if g.graph.get(SUBGRAPHS) else {}
 
-    shapes: dict[str, Shape] = {}
+    shapes: dict[str, Shape] = dict(zip(srcs, input_shapes(g), strict=True))
     for n in nx.lexicographical_topological_sort(g):
         data = g.nodes[n]
-        if n == src:
-            shapes[n] = tuple(in_shape)
+        if n in shapes:
             continue
         op = data.get("op")
         if not isinstance(op, str):
@@ -169,23 +302,29 @@ def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
         if orders != list(range(len(preds))):
             raise ArchitectureError(f"node {n!r}: input edges must carry orders 0..{len(preds) - 1}, "
                                     f"got {orders}")
-        merge = data.get("merge")
         try:
-            if len(preds) > 1:
-                if merge is None:
-                    raise OpError(f"it has {len(preds)} inputs {preds} but no 'merge'")
-                x = merge_shape(merge, [shapes[p] for p in preds], "merging its inputs")
+            x = node_input_shape(g, n, shapes)
+            if op == CALL_OP:
+                shapes[n] = _call_shape(subs, resolve_params(op, params), x)
             else:
-                if merge is not None:
-                    raise OpError(f"it has merge {merge!r} but only one input")
-                x = shapes[preds[0]]
-            shapes[n] = tuple(get_op(op).shape(resolve_params(op, params), x))
+                shapes[n] = tuple(get_op(op).shape(resolve_params(op, params), x))
         except OpError as e:
             edges = ", ".join(f"{p}->{n}" for p in preds)
             raise ArchitectureError(f"node {n!r} (op {op!r}, input edges {edges}): {e}") from None
         except (TypeError, KeyError) as e:
             raise ArchitectureError(f"node {n!r} (op {op!r}): bad parameters {params}: {e!r}") from None
     return shapes
+
+
+def _call_shape(subs: dict[str, ArchGraph], params: dict, in_shape: Shape) -> Shape:
+    name = params["graph"]
+    if name not in subs:
+        raise OpError(f"no subgraph {name!r}; the graph holds {sorted(subs)}")
+    sub = subs[name]
+    want = tuple(sub.graph["input_shape"])
+    if tuple(in_shape) != want:
+        raise OpError(f"subgraph {name!r} takes inputs of shape {want}, got {tuple(in_shape)}")
+    return tuple(infer_shapes(sub)[output_node(sub)])
 
 
 def topological_order(g: nx.DiGraph) -> list[str]:
@@ -212,24 +351,43 @@ def arch_id(g: nx.DiGraph) -> str:
     order of a commutative merge's inputs, default hyperparameters written out or not).
 
     A Merkle hash over the DAG: each node hashes its op, full hyperparameters, merge, out-degree and
-    its inputs' hashes (sorted for sum and mul, in order for concat and gate). The out-degree keeps a
-    shared node apart from two equal copies. Metadata (space, assignment) is not part of the identity.
+    its inputs' hashes (sorted for sum and mul, in order for concat, gate and ops of arity > 1). The
+    out-degree keeps a shared node apart from two equal copies. Further inputs hash their index and shape.
+    A ``call`` node hashes its subgraph's id (not its name) and which calls share that subgraph (the
+    sorted hashes of those calls, computed without it), so one branch applied twice differs from two
+    equal branches with weights of their own. Metadata (space, assignment) is not part of the identity.
     """
     infer_shapes(g)
+    subs = subgraphs(g) if g.graph.get(SUBGRAPHS) else {}
+    sub_ids = {name: arch_id(sub) for name, sub in subs.items()}
+    h = _node_hashes(g, {n: {"graph": sub_ids[name]} for n, name in calls(g).items()})
+    if subs:  # second pass: each call also names the calls it shares weights with
+        sharing = {name: sorted(h[n] for n, s in calls(g).items() if s == name) for name in subs}
+        h = _node_hashes(g, {n: {"graph": sub_ids[name], "shared_by": sharing[name]}
+                             for n, name in calls(g).items()})
+    sinks = sorted(h[n] for n in g.nodes if g.out_degree(n) == 0)
+    top = json.dumps([list(g.graph["input_shape"]), sinks])
+    return hashlib.sha256(top.encode()).hexdigest()[:16]
+
+
+def _node_hashes(g: nx.DiGraph, call_params: dict[str, dict]) -> dict[str, str]:
     h: dict[str, str] = {}
     for n in topological_order(g):
         d = g.nodes[n]
         op = d["op"]
-        params = {} if op == "input" else resolve_params(op, d.get("params", {}))
+        if op == "input":
+            params = d.get("params") or {}  # {} for the first input (as always), index and shape for others
+        elif op == CALL_OP:
+            params = call_params[n]
+        else:
+            params = resolve_params(op, d.get("params", {}))
         ins = [h[p] for p in ordered_inputs(g, n)]
         if d.get("merge") in ("sum", "mul"):
             ins.sort()
         label = json.dumps([op, _canonical(params), d.get("merge"), bool(d.get("aux")), g.out_degree(n), ins],
                            sort_keys=True)
         h[n] = hashlib.sha256(label.encode()).hexdigest()
-    sinks = sorted(h[n] for n in g.nodes if g.out_degree(n) == 0)
-    top = json.dumps([list(g.graph["input_shape"]), sinks])
-    return hashlib.sha256(top.encode()).hexdigest()[:16]
+    return h
 
 
 # ---------------------------------------------------------------------------------------------------

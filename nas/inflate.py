@@ -63,7 +63,16 @@ import torch
 from torch import nn
 
 from nas.builder import GraphModule
-from nas.graph import ArchGraph, ArchitectureError, arch_id, infer_shapes, ordered_inputs, topological_order
+from nas.graph import (
+    SUBGRAPHS,
+    ArchGraph,
+    ArchitectureError,
+    arch_id,
+    infer_shapes,
+    input_nodes,
+    ordered_inputs,
+    topological_order,
+)
 from nas.ops import Shape, _window_geometry, merge_shape, resolve_params
 
 TimeKernel = int | Literal["same"] | Callable[[str, tuple[int, int]], int]
@@ -119,6 +128,10 @@ def inflate(graph: nx.DiGraph, frames: int, *, time_kernel: TimeKernel = "same",
         shapes = infer_shapes(graph)
     except ArchitectureError as e:
         raise InflateError(f"inflate: the 2D graph is invalid: {e}") from None
+    inputs = input_nodes(graph)
+    if len(inputs) > 1 or graph.graph.get(SUBGRAPHS):
+        raise InflateError(f"inflate takes networks with one input and no subgraphs; this one has inputs {inputs}"
+                           + (f" and subgraphs {sorted(graph.graph[SUBGRAPHS])}" if graph.graph.get(SUBGRAPHS) else ""))
     in_shape = tuple(graph.graph["input_shape"])
     if len(in_shape) != 3:
         what = {2: "a (C, L) sequence", 4: "already a (C, T, H, W) video"}.get(len(in_shape), "not an image")

@@ -11,6 +11,10 @@ expression and statements initialising the new module, written with ``{m}`` for 
 "nn.init.constant_({m}.bias, -2.0)"). `source_classes` lists the graphnas-defined classes the expression
 may name (base classes first); the export copies their source into the generated file.
 
+`arity` is how many inputs the op takes as separate arguments (default 1). An op with arity n > 1 (e.g.
+``roi_pool``: feature map and boxes) has exactly n inputs and no merge; its `shape`, `build`, `macs` and
+`source` receive the tuple of its inputs' shapes, in input order, and its module's forward takes n tensors.
+
 `flops` counts multiply-accumulates of convolutions and linear layers, the convention torchvision and
 most NAS papers use (ResNet-50 at 224x224: about 4.1 G).
 """
@@ -43,6 +47,7 @@ class OpSpec:
     doc: str = ""
     source: Callable[[dict, Shape], str | tuple[str, ...]] | None = None
     source_classes: tuple[type, ...] = ()
+    arity: int = 1
 
 
 OPS: dict[str, OpSpec] = {}

@@ -1,6 +1,6 @@
 """Parameter-free ops of the classic networks: AlexNet / VGG's local response normalisation, ResNet's
-zero-padding identity shortcut (option A of He et al. 2015) and the residual scaling of
-Inception-ResNet (Szegedy et al. 2016).
+zero-padding identity shortcut (option A of He et al. 2015), the residual scaling of Inception-ResNet
+(Szegedy et al. 2016) and the L2 normalisation of a Siamese tracker's features (SINT, Tao et al. 2016).
 
 - ``lrn``: ``nn.LocalResponseNorm(size, alpha, beta, k)`` across channels, defaults those of AlexNet and
   the VGG paper's A-LRN (size 5, alpha 1e-4, beta 0.75, k 2). PyTorch's convention: the sum of squares
@@ -10,8 +10,10 @@ Inception-ResNet (Szegedy et al. 2016).
   ``out_channels`` (None: no new channels). ``stride`` is an int or one int per spatial dimension (a
   video network keeps time with [1, 2, 2]). No parameters, no multiply-accumulates.
 - ``scale``: multiplies by the constant ``factor`` (Inception-ResNet's residual scaling, before the sum).
+- ``l2_normalize``: divides each example's vector (dimension 1, the channels) by its Euclidean norm (at least
+  ``eps``), so that the inner product of two outputs is their cosine: SINT's matching function.
 
-All three work on (C, L), (C, H, W) and (C, T, H, W) inputs, and export to Python, TorchScript and ONNX.
+All four work on (C, L), (C, H, W) and (C, T, H, W) inputs, and export to Python, TorchScript and ONNX.
 """
 
 from __future__ import annotations
@@ -160,4 +162,34 @@ register_op(OpSpec(
     "scale", _scale_shape, lambda p, s: Scale(_scale_factor(p)),
     required=("factor",), doc="multiply by a constant factor (residual scaling); no parameters",
     source=lambda p, s: call_source("Scale", _scale_factor(p)), source_classes=(Scale,),
+))
+
+
+# ---------------------------------------------------------------------------------------------------
+# l2_normalize
+
+
+class L2Normalize(nn.Module):
+    """x / max(||x||, eps) over dimension 1 (the channels) of every example."""
+
+    def __init__(self, eps: float = 1e-12):
+        super().__init__()
+        self.eps = eps
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x, p=2.0, dim=1, eps=self.eps)
+
+
+def _l2_shape(p: dict, in_shape: Shape) -> Shape:
+    _number("l2_normalize", "eps", p["eps"])
+    return tuple(in_shape)
+
+
+register_op(OpSpec(
+    "l2_normalize", _l2_shape, lambda p, s: L2Normalize(float(p["eps"])), defaults={"eps": 1e-12},
+    doc="divide each example by its L2 norm over the channels (unit-length features); no parameters",
+    source=lambda p, s: call_source("L2Normalize", float(p["eps"])), source_classes=(L2Normalize,),
 ))

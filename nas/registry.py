@@ -29,6 +29,10 @@ BUILTIN_SPACES: dict[str, str] = {
     "nb201": "search_spaces.nb201:nb201_space",
     "timeception": "search_spaces.timeception:timeception_space",
     "video": "search_spaces.video:video_space",
+    "vgg_stn": "search_spaces.stn:vgg_stn_space",
+    "siamese": "search_spaces.siamese:siamese_space",
+    "fcn": "search_spaces.fcn:fcn_space",
+    "detection": "search_spaces.detection:detection_space",
 }
 
 _registered: dict[str, Any] = {}

@@ -130,6 +130,10 @@ class SearchSpace:
     ``relaxation``: for a space whose nodes choose their inputs, a zero-argument factory of the
     `nas.relaxation.Relaxation` that says how DARTS-style strategies relax those choices (called only
     when one asks); None for spaces whose op choices relax on their own.
+
+    ``task``: what the networks' output is for (`nas.tasks`): ``classification`` (num_classes scores; also
+    what a ``multilabel`` task reads), ``contrastive`` (a pair's two embeddings), ``segmentation`` (scores per
+    pixel) or ``detection`` (scores and box deltas per proposal).
     """
 
     name: str
@@ -141,6 +145,7 @@ class SearchSpace:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     relaxation: Callable[[], Any] | None = field(default=None, repr=False)  # -> nas.relaxation.Relaxation
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variables]

@@ -55,3 +55,20 @@ def downsample_stride(spatial: tuple[int, ...], stride: int = 2) -> int:
 def strided(spatial: tuple[int, ...], stride: int) -> tuple[int, ...]:
     """Spatial size after a 'same'-padded window op with odd kernel (or a k=3/pad=1 max-pool) at `stride`."""
     return tuple((s - 1) // stride + 1 for s in spatial)
+
+
+def conv_stages(g: ArchGraph, x: str, stages: int, width: int, depth: int, kernel_size: int = 3,
+                bn: bool = True, max_width: int = 512, last_pool: bool = True) -> list[tuple[str, int]]:
+    """A VGG-style backbone written into `g` from node `x`: `stages` stages of `depth` conv(-BN)-ReLU layers
+    (``conv{s}_{j}``, 'same' padding) and a 2x2/2 max-pool ``pool{s}`` (not after the last stage unless
+    `last_pool`); stage s has ``width * 2**(s-1)`` channels (at most `max_width`). Returns (last node,
+    channels) of every stage, so stage s's output is downsampled 2**s times (the skips of an FCN)."""
+    out = []
+    for s in range(1, stages + 1):
+        c = min(width * 2 ** (s - 1), max_width)
+        for j in range(1, depth + 1):
+            x = conv_bn(g, "", x, c, kernel_size, bn=bn, suffix=f"{s}_{j}")
+        if s < stages or last_pool:
+            x = g.add_op(f"pool{s}", "maxpool", x, kernel_size=2, stride=2)
+        out.append((x, c))
+    return out

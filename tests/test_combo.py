@@ -375,7 +375,8 @@ def test_minimisation_through_optimize_with_mixed_variables():
     assert isinstance(make_strategy("combo", as_space(variables)), Combo)
 
 
-BUILTIN_SPACES = ("vgg", "inception", "resnet", "densenet", "highway", "darts", "nb201", "timeception", "video")
+BUILTIN_SPACES = ("vgg", "inception", "resnet", "densenet", "highway", "darts", "nb201", "timeception", "video",
+                  "vgg_stn", "siamese", "fcn", "detection")
 
 
 @pytest.mark.parametrize("name", BUILTIN_SPACES)

@@ -17,8 +17,9 @@ import torch
 
 import nas
 from nas.export import export, python_source
+from nas.export.formats import onnx_input_names
 from nas.export.verify import FreshInterpreter, reference_outputs
-from nas.graph import ArchitectureError, aux_nodes
+from nas.graph import ArchitectureError, aux_nodes, input_shapes
 
 TOL = 1e-5
 IMAGE_SIDES = (64, 75, 96, 128)  # presets of RGB image networks are built at the first side that fits
@@ -76,6 +77,12 @@ def cases(name: str) -> list[tuple[str, nas.ArchGraph]]:
     return list(_cases(name))
 
 
+def _inputs(g: nas.ArchGraph, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """A random batch for every input of `g` (boxes too: ROI pooling takes any numbers)."""
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn((batch, *shape), generator=gen) for shape in input_shapes(g))
+
+
 def _randomise_bn(model: torch.nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -127,7 +134,7 @@ def test_space_exports_match_the_builder_in_a_fresh_interpreter(name, fresh, tmp
         model = nas.build(g)
         _randomise_bn(model, i)
         files = export(g, "python", folder / "net.py", weights=model)
-        x = torch.randn((2, *g.graph["input_shape"]), generator=torch.Generator().manual_seed(i))
+        x = _inputs(g, 2, i)
         torch.save(reference_outputs(model, x, training=bool(aux_nodes(g))), folder / "ref.pt")
         del model
         fresh.submit(id=f"{name}-{i}", model=files[0], weights=files[1], reference=folder / "ref.pt")
@@ -161,16 +168,17 @@ def _check_format(name: str, fmt: str, label: str, g: nas.ArchGraph, folder) -> 
     _randomise_bn(model, 0)
     path = folder / f"{fmt}-{label.replace(' ', '_')}.{'pt' if fmt == 'torchscript' else 'onnx'}"
     export(g, fmt, path, weights=model)
-    x = torch.randn((3, *g.graph["input_shape"]), generator=torch.Generator().manual_seed(1))
+    x = _inputs(g, 3, 1)
     with torch.no_grad():
-        want = model.eval()(x)
+        want = model.eval()(*x)
         if fmt == "torchscript":
-            got = torch.jit.load(str(path))(x)
+            got = torch.jit.load(str(path))(*x)
         else:
             import onnxruntime as ort
 
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            got = torch.from_numpy(np.asarray(session.run(None, {"input": x.numpy()})[0]))
+            feed = {name: v.numpy() for name, v in zip(onnx_input_names(g), x, strict=True)}
+            got = torch.from_numpy(np.asarray(session.run(None, feed)[0]))
     diff = (got - want).abs().max().item()
     assert got.shape == want.shape and diff <= TOL, f"{name} {label} {fmt}: max |diff| {diff}"
 

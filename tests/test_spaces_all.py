@@ -1,9 +1,9 @@
 """Every built-in search space (each registered name whose space is built by a function in `search_spaces.`,
 found through `nas.list_spaces()`, so a space added later is covered without editing this file), checked
 at its default input shape on a few seeded random assignments: each builds a graph that validates, has one
-output of `num_classes` logits and round-trips through JSON with the same `arch_id` and assignment; the
-build is deterministic; a value outside a domain, a missing or an unknown variable raises a `SpaceError`
-naming the variable."""
+output of the form its task reads (`num_classes` logits for classification) and round-trips through JSON
+with the same `arch_id` and assignment; the build is deterministic; a value outside a domain, a missing or
+an unknown variable raises a `SpaceError` naming the variable."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def builtin_space_names() -> list[str]:
 NAMES = builtin_space_names()
 
 
+def expected_output(space: nas.SearchSpace, g: nas.ArchGraph, a: dict) -> tuple[int, ...]:
+    """The output shape the space's task reads (nas.tasks)."""
+    k, shapes = space.num_classes, nas.graph.input_shapes(g)
+    if space.task == "segmentation":
+        return (k, *shapes[0][1:])
+    if space.task == "detection":
+        return (k + 1 + 4 * k, shapes[1][0], 1, 1)
+    if space.task == "contrastive":
+        return (2 * a["embedding"],)
+    assert space.task == "classification", space.task
+    return (k,)
+
+
 def samples(space: nas.SearchSpace, n: int = N_SAMPLES) -> list[dict]:
     rng = random.Random(f"{space.name}-0")
     return [space.defaults()] + [space.sample(rng) for _ in range(n)]
@@ -84,7 +97,7 @@ def test_random_assignments_build_validate_and_round_trip(name):
             continue
         try:
             shapes = nas.infer_shapes(g)
-            assert shapes[nas.graph.output_node(g)] == (space.num_classes,)
+            assert shapes[nas.graph.output_node(g)] == expected_output(space, g, a)
             assert g.graph["assignment"] == a
             again = nas.from_json(nas.to_json(g))
             assert nas.arch_id(again) == nas.arch_id(g)

@@ -8,7 +8,8 @@
   architecture JSON rides along as the extra file ``graphnas_arch.json``. (torch 2.13 marks
   TorchScript deprecated in favour of torch.export; its DeprecationWarnings are silenced here.)
 - ``onnx``: opset 18 via the dynamo exporter, dynamic batch dimension, weights inside (a large model's
-  weights may land in a ``.data`` file beside it, which is returned too). Needs the ``export`` extra.
+  weights may land in a ``.data`` file beside it, which is returned too). Needs the ``export`` extra. Its
+  input is named ``input``; a network with several inputs names the others by their input nodes' ids.
 
 TorchScript and ONNX files hold the evaluation-mode network (auxiliary heads and dropout off). Exports
 built without weights carry the initial weights `Net()` draws under seed 0. With `preprocessing` the network
@@ -38,7 +39,7 @@ from nas.drop_path import drop_path_nodes
 from nas.export.python_codegen import ExportError, python_source
 from nas.export.train_script import train_config_of, train_script
 from nas.export.weights import check_fits, save_weights, state_dict_of
-from nas.graph import arch_id, infer_shapes, input_node, to_json
+from nas.graph import arch_id, infer_shapes, input_nodes, input_shapes, to_json
 from nas.graph import load as load_graph
 from nas.graph import save as save_graph
 from nas.io import atomic_write_text
@@ -104,8 +105,8 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
             written.append(atomic_write_text(path.parent / "train.py", text))
     else:
         model = _prepare(g, class_name, state)
-        x = _example_input(g)
-        written = _torchscript(g, model, x, path) if format == "torchscript" else _onnx(g, model, x, path)
+        xs = _example_inputs(g)
+        written = _torchscript(g, model, xs, path) if format == "torchscript" else _onnx(g, model, xs, path)
         return written
     if state is not None:
         written.insert(1, save_weights(state, weights_path(path)))
@@ -147,8 +148,8 @@ class _Prepared(nn.Module):
         self.scripted = scripted
         self.why = why
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.eager(x)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.eager(*xs)
 
 
 def _prepare(g: nx.DiGraph, class_name: str, state: Mapping[str, torch.Tensor] | None) -> _Prepared:
@@ -172,26 +173,32 @@ def _prepare(g: nx.DiGraph, class_name: str, state: Mapping[str, torch.Tensor] |
     return _with_module(source, make)
 
 
-def _example_input(g: nx.DiGraph) -> torch.Tensor:
-    shape = tuple(infer_shapes(g)[input_node(g)])
-    return torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+def _example_inputs(g: nx.DiGraph) -> tuple[torch.Tensor, ...]:
+    """One random batch of 2 per input of `g`, in index order."""
+    gen = torch.Generator().manual_seed(0)
+    return tuple(torch.randn((2, *shape), generator=gen) for shape in input_shapes(g))
+
+
+def onnx_input_names(g: nx.DiGraph) -> list[str]:
+    """The ONNX model's input names: ``input``, then the ids of any further input nodes, in index order."""
+    return ["input", *input_nodes(g)[1:]]
 
 
 def _meta(g: nx.DiGraph, method: str) -> str:
     return json.dumps({"arch_id": arch_id(g), "exported_by": "graphnas", "method": method}, sort_keys=True)
 
 
-def _torchscript(g: nx.DiGraph, prepared: _Prepared, x: torch.Tensor, path: Path) -> list[Path]:
+def _torchscript(g: nx.DiGraph, prepared: _Prepared, xs: tuple[torch.Tensor, ...], path: Path) -> list[Path]:
     if prepared.scripted is not None:
         module, method = prepared.scripted, "script"
     else:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.trace(prepared.eager, (x,), check_trace=True)
+            module = torch.jit.trace(prepared.eager, xs, check_trace=True)
         method = "trace"
     module.eval()
     with torch.no_grad():
-        want, got = prepared.eager(x), module(x)
+        want, got = prepared.eager(*xs), module(*xs)
     if not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
         raise ExportError(f"TorchScript ({method}) output differs from the eager module's by "
                           f"{(want - got).abs().max().item():.3g}")
@@ -207,15 +214,17 @@ def _torchscript(g: nx.DiGraph, prepared: _Prepared, x: torch.Tensor, path: Path
     return [path]
 
 
-def _onnx(g: nx.DiGraph, prepared: _Prepared, x: torch.Tensor, path: Path) -> list[Path]:
+def _onnx(g: nx.DiGraph, prepared: _Prepared, xs: tuple[torch.Tensor, ...], path: Path) -> list[Path]:
     model = prepared.eager
     before = set(path.parent.iterdir())
     batch = torch.export.Dim("batch", min=1)
     try:
         with warnings.catch_warnings():  # torch's exporter warns about its own internals (pytree specs)
             warnings.simplefilter("ignore", FutureWarning)
-            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=["input"],
-                                        output_names=["output"], dynamic_shapes=({0: batch},), verbose=False)
+            warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")  # several inputs
+            program = torch.onnx.export(model, xs, dynamo=True, opset_version=ONNX_OPSET,
+                                        input_names=onnx_input_names(g), output_names=["output"],
+                                        dynamic_shapes=tuple({0: batch} for _ in xs), verbose=False)
     except Exception as e:
         raise ExportError(f"ONNX export of architecture {arch_id(g)} failed: {type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}") from e

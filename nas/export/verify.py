@@ -55,15 +55,16 @@ def check(job):
         net.load_state_dict(state)
     ref = torch.load(job["reference"], map_location="cpu", weights_only=True)
     net.eval()
+    xs = ref["x"] if isinstance(ref["x"], (list, tuple)) else [ref["x"]]
     with torch.no_grad():
-        y = net(ref["x"])
+        y = net(*xs)
         out["eval_shape"] = list(y.shape)
         out["eval_diff"] = (y - ref["eval"]).abs().max().item() if y.shape == ref["eval"].shape else None
         out["aux_in_eval"] = len(net.aux_outputs)
         if "train" in ref:
             net.train()
             dropout_off(net)
-            y = net(ref["x"])
+            y = net(*xs)
             out["train_diff"] = (y - ref["train"]).abs().max().item()
             aux = list(net.aux_outputs)
             out["aux_count"] = len(aux)
@@ -113,19 +114,22 @@ def isolated_command(script: str | os.PathLike, *args: str) -> list[str]:
     return [sys.executable, "-I", "-S", "-B", "-c", _RUN_SCRIPT, json.dumps(_dependency_paths()), str(script), *args]
 
 
-def reference_outputs(model: nn.Module, x: torch.Tensor, *, training: bool = False) -> dict[str, Any]:
-    """Outputs of `model` on `x` in evaluation mode and, with `training`, in training mode (dropout off,
-    batch norm on batch statistics) with its auxiliary outputs; `model` is left in evaluation mode."""
+def reference_outputs(model: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], *,
+                      training: bool = False) -> dict[str, Any]:
+    """Outputs of `model` on `x` (a tensor, or a tuple with one tensor per input) in evaluation mode and,
+    with `training`, in training mode (dropout off, batch norm on batch statistics) with its auxiliary
+    outputs; `model` is left in evaluation mode."""
     ref: dict[str, Any] = {"x": x}
+    xs = x if isinstance(x, tuple | list) else (x,)
     model.eval()
     with torch.no_grad():
-        ref["eval"] = model(x)
+        ref["eval"] = model(*xs)
         if training:
             model.train()
             for m in model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.eval()
-            ref["train"] = model(x)
+            ref["train"] = model(*xs)
             ref["aux"] = list(getattr(model, "aux_outputs", []))
             model.eval()
     return ref
