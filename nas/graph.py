@@ -105,9 +105,9 @@ class ArchGraph(nx.DiGraph):
         subs = self.graph.setdefault(SUBGRAPHS, {})
         if name in subs or name in self:
             raise ArchitectureError(f"subgraph name {name!r} is taken (by a subgraph or a node)")
-        input_node(sub)
         if sub.graph.get(SUBGRAPHS):
             raise ArchitectureError(f"subgraph {name!r} holds subgraphs of its own; nest them into one level")
+        _one_input(sub, name)
         subs[name] = to_dict(sub)
         return name
 
@@ -202,12 +202,18 @@ def subgraphs(g: nx.DiGraph) -> dict[str, ArchGraph]:
         if isinstance(data, dict) and (data.get("graph") or {}).get(SUBGRAPHS):
             raise ArchitectureError(f"subgraph {name!r} holds subgraphs of its own; nest them into one level")
         sub = from_dict(data, f"subgraph {name!r}")
-        input_node(sub)
+        _one_input(sub, name)
         if aux_nodes(sub):
             raise ArchitectureError(f"subgraph {name!r} has auxiliary nodes {sorted(aux_nodes(sub))[:5]}; a "
                                     "subgraph gives one output")
         out[name] = sub
     return out
+
+
+def _one_input(sub: nx.DiGraph, name: str) -> None:
+    inputs = input_nodes(sub)
+    if len(inputs) != 1:
+        raise ArchitectureError(f"subgraph {name!r} must have one input; it has {len(inputs)}: {inputs}")
 
 
 def calls(g: nx.DiGraph) -> dict[str, str]:

@@ -22,8 +22,8 @@ import nas
 from nas import ArchGraph
 from nas.export import ExportError, WeightsError, export, load_weights, python_source, save_weights
 from nas.export.verify import FreshInterpreter, isolated_command, reference_outputs
-from nas.graph import aux_nodes, ordered_inputs, topological_order
-from nas.ops import OPS, get_op, merge_shape, resolve_params
+from nas.graph import aux_nodes, node_input_shape, topological_order
+from nas.ops import OPS, get_op, resolve_params
 
 TOL = 1e-5
 
@@ -361,6 +361,11 @@ def test_op_sources_construct_the_builders_modules():
     # the classic ops (nas.ops_classic) appear in no default: lrn, pad_shortcut, scale
     graphs += [nas.get_space(name).graph(a, partial=True) for name, a in (
         ("vgg", {"lrn": True}), ("resnet", {"shortcut": "zero_pad"}), ("inception", {"family": "resnet_v2"}))]
+    # the ops of issue 20 (stn, upsample, conv_transpose, roi_pool, l2_normalize in a siamese branch)
+    graphs += [nas.get_space(name).graph(a, partial=True) for name, a in (
+        ("vgg_stn", {"stn": "stn"}), ("fcn", {"upsampling": "bilinear"}), ("fcn", {"upsampling": "deconv"}),
+        ("detection", {}))]
+    graphs += list(nas.graph.subgraphs(nas.get_space("siamese").graph({}, partial=True)).values())
     # the input preprocessing an export from a search adds (nas.preprocessing)
     from nas.preprocessing import with_input_normalization
 
@@ -368,16 +373,15 @@ def test_op_sources_construct_the_builders_modules():
     c = nas.infer_shapes(first)["input"][0]
     graphs.append(with_input_normalization(first, {"scale": 1 / 255, "mean": [0.5] * c, "std": [0.25] * c}))
     namespace = {"torch": torch, "nn": torch.nn, **vars(nas.ops), **vars(nas.ops_cells), **vars(nas.ops_video),
-                 **vars(nas.ops_classic)}
+                 **vars(nas.ops_classic), **vars(nas.ops_spatial), **vars(nas.ops_roi)}
     seen = set()
     for g in graphs:
         shapes = nas.infer_shapes(g)
         for n in topological_order(g):
             d = g.nodes[n]
-            if d["op"] == "input":
+            if d["op"] in ("input", "call"):
                 continue
-            preds = ordered_inputs(g, n)
-            in_shape = shapes[preds[0]] if len(preds) == 1 else merge_shape(d["merge"], [shapes[p] for p in preds], n)
+            in_shape = node_input_shape(g, n, shapes)
             params = resolve_params(d["op"], d.get("params", {}))
             spec = get_op(d["op"])
             src = spec.source(params, in_shape)
