@@ -160,6 +160,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
             continue
         rows.append({"name": name, "variables": len(space.variables), "size": space.size(),
                      "presets": sorted(space.presets), "op_choices": [v.name for v in space.op_choices],
+                     "task": space.task,
                      "description": space.description.strip().splitlines()[0] if space.description else ""})
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -168,7 +169,8 @@ def cmd_spaces(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"{r['name']}: ERROR {r['error']}")
             continue
-        print(f"{r['name']}: {r['variables']} variables, {r['size']:.3g} architectures. {r['description']}")
+        task = "" if r["task"] == "classification" else f" Task: {r['task']}."
+        print(f"{r['name']}: {r['variables']} variables, {r['size']:.3g} architectures.{task} {r['description']}")
         if r["presets"]:
             print(f"  presets: {', '.join(r['presets'])}")
     return 0

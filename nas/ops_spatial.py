@@ -6,7 +6,11 @@
   example; the input is resampled through it (``affine_grid`` + bilinear ``grid_sample``, zeros outside).
   The last layer starts at zero weights and the identity's bias, so an untrained STN passes its input
   through unchanged. Input (C, H, W), output the same shape. Params: ``channels`` (of each localisation
-  conv, default 8), ``hidden`` (default 32). Its multiply-accumulates are the localisation network's.
+  conv, default 8), ``hidden`` (default 32), ``grad_scale`` (default 0.1): the localisation network's
+  gradients are multiplied by it (the forward pass is unchanged), so under SGD it learns at that fraction
+  of the network's learning rate, as the STN paper trains it; at the full rate the predicted transform
+  tends to leave the image early in training (all zeros, no gradient back) and stay there. Its
+  multiply-accumulates are the localisation network's.
 - ``upsample`` (``scale_factor``: an int or one per spatial dimension; ``mode``: ``nearest`` or ``linear``,
   which is linear / bilinear / trilinear by the input's rank): no parameters, input size times the factor.
 - ``conv_transpose`` (a strided up-convolution, Long, Shelhamer & Darrell's "deconvolution"): the output
@@ -52,8 +56,10 @@ class SpatialTransformer(nn.Module):
     """Spatial transformer (Jaderberg et al. 2015) on (N, C, H, W): a localisation network predicts a 2x3
     affine matrix per example (the identity at initialisation), and the input is resampled through it."""
 
-    def __init__(self, in_channels: int, height: int, width: int, channels: int = 8, hidden: int = 32):
+    def __init__(self, in_channels: int, height: int, width: int, channels: int = 8, hidden: int = 32,
+                 grad_scale: float = 0.1):
         super().__init__()
+        self.grad_scale = grad_scale
         layers: list[nn.Module] = []
         c, h, w = in_channels, height, width
         for _ in range(2):
@@ -71,17 +77,26 @@ class SpatialTransformer(nn.Module):
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, 2, 3) affine matrices the localisation network predicts for `x`."""
-        return self.fc(self.loc(x).flatten(1)).view(-1, 2, 3)
+        t = self.fc(self.loc(x).flatten(1))
+        if self.grad_scale != 1.0:  # the same values; the localisation network's gradients scaled
+            t = t.detach() + self.grad_scale * (t - t.detach())
+        return t.view(-1, 2, 3)
+
+    def extra_repr(self) -> str:
+        return f"grad_scale={self.grad_scale}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid = nn.functional.affine_grid(self.theta(x), list(x.shape), align_corners=False)
         return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _stn_check(p: dict, in_shape: Shape) -> tuple[int, int]:
+def _stn_check(p: dict, in_shape: Shape) -> tuple[int, int, float]:
     if len(in_shape) != 3:
         raise OpError(f"op 'stn' needs an image input (C, H, W), got shape {tuple(in_shape)}")
-    return _int("stn", "channels", p["channels"], 1), _int("stn", "hidden", p["hidden"], 1)
+    scale = p["grad_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 1:
+        raise OpError(f"stn.grad_scale must be a number in (0, 1], got {scale!r}")
+    return _int("stn", "channels", p["channels"], 1), _int("stn", "hidden", p["hidden"], 1), float(scale)
 
 
 def _stn_shape(p: dict, in_shape: Shape) -> Shape:
@@ -90,13 +105,14 @@ def _stn_shape(p: dict, in_shape: Shape) -> Shape:
 
 
 def _stn_build(p: dict, in_shape: Shape) -> nn.Module:
-    channels, hidden = _stn_check(p, in_shape)
-    return SpatialTransformer(in_shape[0], in_shape[1], in_shape[2], channels=channels, hidden=hidden)
+    channels, hidden, scale = _stn_check(p, in_shape)
+    return SpatialTransformer(in_shape[0], in_shape[1], in_shape[2], channels=channels, hidden=hidden,
+                              grad_scale=scale)
 
 
 def _stn_macs(p: dict, in_shape: Shape, out_shape: Shape) -> int:
     """The localisation network's convolutions and linear layers (the sampling is not counted)."""
-    channels, hidden = _stn_check(p, in_shape)
+    channels, hidden, _ = _stn_check(p, in_shape)
     c, h, w = in_shape
     macs = 0
     for _ in range(2):
@@ -108,12 +124,12 @@ def _stn_macs(p: dict, in_shape: Shape, out_shape: Shape) -> int:
 
 
 def _stn_source(p: dict, in_shape: Shape) -> str:
-    channels, hidden = _stn_check(p, in_shape)
-    return call_source("SpatialTransformer", *in_shape, channels=channels, hidden=hidden)
+    channels, hidden, scale = _stn_check(p, in_shape)
+    return call_source("SpatialTransformer", *in_shape, channels=channels, hidden=hidden, grad_scale=scale)
 
 
 register_op(OpSpec(
-    "stn", _stn_shape, _stn_build, defaults={"channels": 8, "hidden": 32}, macs=_stn_macs,
+    "stn", _stn_shape, _stn_build, defaults={"channels": 8, "hidden": 32, "grad_scale": 0.1}, macs=_stn_macs,
     doc="spatial transformer: a localisation net predicts an affine map (identity at init) that resamples the "
         "input", source=_stn_source, source_classes=(SpatialTransformer,),
 ))

@@ -20,7 +20,8 @@ from nas.ops import resolve_params
 from nas.ops_roi import roi_pool_loop
 
 ONE_INPUT = [
-    ("stn", {}, (1, 12, 12)), ("stn", {"channels": 4, "hidden": 8}, (3, 9, 7)), ("stn", {}, (2, 1, 3)),
+    ("stn", {}, (1, 12, 12)), ("stn", {"channels": 4, "hidden": 8, "grad_scale": 1.0}, (3, 9, 7)),
+    ("stn", {}, (2, 1, 3)),
     ("upsample", {"scale_factor": 2}, (3, 5)), ("upsample", {"scale_factor": [2, 3]}, (3, 5, 4)),
     ("upsample", {"scale_factor": 2, "mode": "linear"}, (3, 5, 4)),
     ("upsample", {"scale_factor": [1, 2, 2], "mode": "linear"}, (2, 3, 4, 5)),
@@ -77,8 +78,14 @@ def test_stn_starts_as_the_identity_and_learns_a_transform():
         stn.fc[2].bias.copy_(torch.tensor([1.0, 0, 0.25, 0, 1.0, 0]))
     moved = model(x)
     torch.testing.assert_close(moved[..., :-2], x[..., 2:], atol=1e-5, rtol=0)  # 0.25 * 8 = 2 pixels
-    (moved * torch.rand_like(moved)).sum().backward()  # the output's gradient reaches the transform's layer
+    weights = torch.rand_like(moved)
+    (moved * weights).sum().backward()  # the output's gradient reaches the transform's layer, scaled
     assert stn.fc[2].weight.grad.abs().sum() > 0
+    scaled = stn.fc[2].weight.grad.clone()
+    stn.zero_grad()
+    stn.grad_scale = 1.0
+    (model(x) * weights).sum().backward()
+    torch.testing.assert_close(scaled, 0.1 * stn.fc[2].weight.grad)
 
 
 def test_stn_counts_its_localisation_network():
@@ -151,6 +158,7 @@ def test_bad_hyperparameters_and_inputs_name_the_op():
     cases = [
         (("stn", {}, (3, 8)), "op 'stn' needs an image input"),
         (("stn", {"hidden": 0}, (1, 8, 8)), "stn.hidden must be an int >= 1"),
+        (("stn", {"grad_scale": 0}, (1, 8, 8)), r"stn.grad_scale must be a number in \(0, 1\]"),
         (("upsample", {"scale_factor": 0}, (1, 8, 8)), "upsample.scale_factor must be >= 1"),
         (("upsample", {"scale_factor": 2, "mode": "cubic"}, (1, 8, 8)), "upsample.mode must be one of"),
         (("conv_transpose", {"out_channels": 4, "kernel_size": 4, "init": "bilinear"}, (3, 8, 8)),
