@@ -106,15 +106,19 @@ def candidate_offsets(radius: int, step: int) -> torch.Tensor:
 def track(embed: EmbedFn, frames: torch.Tensor, first_box: torch.Tensor, size: int, radius: int = 8,
           step: int = 2) -> torch.Tensor:
     """Boxes (T, 4) of the target through `frames` (T, C, H, W), starting at `first_box` (4,) (side `size`):
-    in each frame the candidate around the last box whose crop's embedding best matches the first crop's.
-    `embed` maps crops (K, C, size, size) to embeddings (K, E)."""
+    in each frame the candidate around the last box whose crop's embedding best matches the first crop's
+    (candidates at offsets of `step` up to `radius`, kept at least half on the frame). `embed` maps crops
+    (K, C, size, size) to embeddings (K, E)."""
     box = first_box.long().clone()
     query = embed(crop(frames[0], box[None], size).float())  # (1, E)
     offsets = candidate_offsets(radius, step)
-    shift = torch.cat([offsets, offsets], 1)
     out = [box.clone()]
-    for t in range(1, len(frames)):
-        candidates = box[None] + shift
+    h, w = frames.shape[-2:]
+    for t in range(1, len(frames)):  # candidates keep at least half their crop on the frame
+        corner = box[None, :2] + offsets
+        corner = torch.stack([corner[:, 0].clamp(-(size // 2), w - size // 2),
+                              corner[:, 1].clamp(-(size // 2), h - size // 2)], 1)
+        candidates = torch.cat([corner, corner + size], 1)
         scores = matching_score(embed(crop(frames[t], candidates, size).float()), query)
         box = candidates[int(torch.argmax(scores))]
         out.append(box.clone())
