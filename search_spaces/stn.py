@@ -8,7 +8,7 @@ image space), and every node that read `after` reads the transformer instead.
 
 The built-in ``vgg_stn`` is the ``vgg`` space with the choice before its first stage. Its presets are the
 two networks of ``benchmarks/stn_digits.py`` on the ``rts_digits`` data set (digits randomly rotated, scaled and
-translated on a 32x32 canvas, `workers.generated`): ``rts_cnn`` (three conv stages of 16/32/64 channels
+translated on a 32x32 canvas, `workers.data.generated`): ``rts_cnn`` (three conv stages of 16/32/64 channels
 with batch norm, average-pooled to 4x4, a 64-unit classifier) and ``rts_cnn_stn``, the same with the
 transformer in front.
 """

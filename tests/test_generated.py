@@ -1,4 +1,4 @@
-"""The generated data sets (workers.generated): seeded (same options, same arrays; another seed, others), of
+"""The generated data sets (workers.data.generated): seeded (same options, same arrays; another seed, others), of
 the shapes their table declares without generating, and each showing what its docstring says: masks on the
 digits' pixels, boxes around them and proposals overlapping them, tracking boxes on the moving target,
 pairs of one class and of two, several labels per clip. Bad options are named."""
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from nas.tasks.detection import box_iou
-from workers.arrays import DatasetError
-from workers.generated import GENERATED, generate, generated_shapes, render, tight_box
+from workers.data.arrays import DatasetError
+from workers.data.generated import GENERATED, generate, generated_shapes, render, tight_box
 
 SMALL = {
     "rts_digits": "rts_digits:per_class=3",

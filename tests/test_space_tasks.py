@@ -12,7 +12,7 @@ from nas.graph import ArchitectureError, ordered_inputs, subgraphs
 from nas.space import SpaceError
 from nas.tasks import segmentation
 from search_spaces.stn import with_stn
-from workers.generated import generate
+from workers.data.generated import generate
 
 
 def test_with_stn_gives_any_space_the_op_choice():

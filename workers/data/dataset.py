@@ -17,7 +17,9 @@ size chosen, files that cannot be read).
 
 Sets: ``digits`` (scikit-learn's 8x8 digits, embedded), ``cifar10`` (the binary distribution), ``folder``
 (images, one sub-folder per class), ``npy`` (a folder of ``.npy`` arrays); video ``moving_digits[:options]``
-(generated clips) and ``clips`` (a folder of ``.npy`` clips or frame folders per class).
+(generated clips) and ``clips`` (a folder of ``.npy`` clips or frame folders per class); the generated sets of
+`workers.data.generated` (``rts_digits``, ``digit_pairs``, ``digit_segmentation``, ``digit_detection``,
+``multilabel_clips``, options in the name), each naming its task.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     num_classes: int
     notes: tuple[str, ...] = ()
+    task: str = "classification"  # what workers.tasks trains on it
 
 
 @dataclass(eq=False)
@@ -130,7 +133,8 @@ def dataset_info(name: str, *, root: str | os.PathLike | None = None, seed: int 
     info = source_of(req.name).info(req)
     split_sizes(info.sizes["train"], info.sizes.get("val"), info.sizes.get("test"), val_fraction=val_fraction,
                 test_fraction=test_fraction)
-    return DatasetInfo(req.name, tuple(int(v) for v in info.input_shape), int(info.num_classes), info.notes)
+    return DatasetInfo(req.name, tuple(int(v) for v in info.input_shape), int(info.num_classes), info.notes,
+                       info.task)
 
 
 def load_dataset(name: str, *, root: str | os.PathLike | None = None, seed: int = 0, val_fraction: float = 0.2,

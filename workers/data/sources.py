@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nas.augment import default_augment
-from workers.data import cifar10, clips, images, moving_digits, npy_folder
+from workers.data import cifar10, clips, generated, images, moving_digits, npy_folder
 from workers.data.arrays import DatasetError
 
 CLASSIFICATION = {"fields": ["x", "y"], "inputs": ["x"], "task": "classification"}
@@ -64,6 +64,7 @@ class SourceInfo:
     num_classes: int
     sizes: dict[str, int]  # examples of each part the data set has: train, and val / test where it has its own
     notes: tuple[str, ...] = ()
+    task: str = "classification"  # what workers.tasks trains on it (known before decoding: the search's objective)
 
 
 @dataclass(frozen=True)
@@ -265,5 +266,40 @@ register_source("clips", Source(
                          [clips.scan_clips(req.root, req.cache).fingerprint, req.image_size]),
     build=_clips_build,
 ))
+
+# -- generated sets for the tasks of nas.tasks (workers.data.generated) ------------------------------------------
+
+GENERATED_VERSION = 1  # raise when a generator changes: the node caches of the old arrays are then rebuilt
+
+
+def _generated_info(req: Request) -> SourceInfo:
+    base, _ = generated.parse_name(req.name)
+    spec = generated.GENERATED[base]
+    shapes, n = generated.generated_shapes(req.name)
+    return SourceInfo(shapes[spec.inputs[0]], spec.num_classes, {"train": n}, task=spec.task)
+
+
+def _generated_build(req: Request, dest: Path) -> dict[str, Any]:
+    base, _ = generated.parse_name(req.name)
+    spec = generated.GENERATED[base]
+    arrays = generated.generate(req.name)
+    for field, a in arrays.items():
+        np.save(dest / f"train.{field}.npy", a)
+    n = len(arrays[spec.inputs[0]])
+    # hold-outs stratified by the class of a one-label example (rts_digits) or a pair's kind (digit_pairs)
+    by = "y" if "y" in arrays and arrays["y"].ndim == 1 else None
+    return {"fields": list(arrays), "inputs": list(spec.inputs), "task": spec.task, "stratify": by,
+            "parts": {"train": n}, "scale": 1 / 255, "num_classes": spec.num_classes,
+            "classes": [str(v) for v in range(10)] if base == "rts_digits" else None, "notes": [], "skipped": []}
+
+
+for _name, _spec in generated.GENERATED.items():
+    if _spec.task in ("tracking",):  # an evaluation's sequences (the contrastive task's), not a training set
+        continue
+    register_source(_name, Source(
+        info=_generated_info,
+        version=lambda req: ("generated", [GENERATED_VERSION, *generated.parse_name(req.name)]),
+        build=_generated_build,
+    ))
 
 __all__ = ["SOURCES", "Request", "Source", "SourceInfo", "default_augment", "register_source", "source_of"]

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.arrays import DatasetError
+from workers.data.arrays import DatasetError
 
 DIGIT = 8  # side of scikit-learn's digits
 PIXEL = 255.0 / 16.0  # digit pixel (0..16) -> uint8
