@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.tasks import FAILED_METRICS
 from workers.trainable import (
     ARCH_FILE,
     WEIGHTS_FILE,
@@ -114,7 +115,7 @@ def ddp_trainable(num_workers: int, cpus_per_worker: float, use_gpu: bool = True
 
     def ddp_trial(config: dict[str, Any]) -> None:
         run_trial(_ddp_trial, {**config, "_workers": (num_workers, cpus_per_worker, use_gpu)},
-                  {"val_accuracy": float("nan"), "val_loss": float("nan")})
+                  dict(FAILED_METRICS))
 
     return ddp_trial
 
@@ -189,8 +190,9 @@ def _train_here(config: dict[str, Any], out: Path) -> dict[str, Any]:
     trainer = Trainer(build(g), data, TrainSettings(**t), device, drop_path_nodes=drop_path_nodes(g))
     while not trainer.done:
         metrics = trainer.run_epoch()
-        print(f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}, val_accuracy "
-              f"{metrics['val_accuracy']:.4f}", flush=True)
+        main = f"val_{trainer.task.metric}"
+        print(f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}, {main} {metrics[main]:.4f}",
+              flush=True)
     metrics = {**trainer.history[-1], **_final(trainer, data), "device": str(device), "workers": 1}
     torch.save({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, out / "weights.pt")
     if data.preprocessing is not None:

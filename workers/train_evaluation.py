@@ -15,6 +15,8 @@ from typing import Any
 from nas.evaluation import DataInfo, Evaluation, EvaluationError
 from nas.train_settings import SettingsError
 from workers.data import DatasetError, dataset_info, load_dataset
+from workers.tasks import TASKS
+from workers.tasks import reported_metrics as task_metrics
 from workers.trainable import WEIGHTS_FILE, dataset_options, train_architecture
 from workers.training import augment_spec
 
@@ -28,6 +30,7 @@ class TrainEvaluation(Evaluation):
         self._info = None
         self._notes: list[str] = []
         self._augment: str | None = None
+        self._task = "classification"
 
     def _options(self) -> dict[str, Any]:
         return dataset_options(self.cfg.train.to_dict())
@@ -40,6 +43,7 @@ class TrainEvaluation(Evaluation):
             except DatasetError as e:
                 raise EvaluationError(f"data set {t.dataset!r}: {e}") from None
             self._info = DataInfo(tuple(info.input_shape), int(info.num_classes))
+            self._task = info.task
             self._notes = [f"data: {n}" for n in info.notes]
         return self._info
 
@@ -52,6 +56,9 @@ class TrainEvaluation(Evaluation):
         try:
             data = load_dataset(t.dataset, **self._options(), log=built.append)
             self._augment = augment_spec(t, data)
+            if self._augment != "none" and not TASKS[data.task].augments:
+                raise EvaluationError(f"--augment {self._augment}: data set {t.dataset!r} is for the {data.task} "
+                                      "task, whose targets (masks, boxes) augmentation would not move; use none")
         except DatasetError as e:
             raise EvaluationError(f"data set {t.dataset!r}: {e}") from None
         except SettingsError as e:
@@ -64,9 +71,22 @@ class TrainEvaluation(Evaluation):
     def notes(self) -> list[str]:
         return list(self._notes)
 
+    @property
+    def task(self) -> str:
+        """The data set's task (`workers.tasks`), from its metadata."""
+        self.data_info()
+        return self._task
+
+    @property
+    def default_objective(self) -> str:  # type: ignore[override]
+        """The task's main validation score: val_accuracy for classification, val_miou for segmentation, val_map
+        for detection and multilabel, val_auc for contrastive pairs."""
+        return TASKS[self.task]().objective
+
     def reported_metrics(self) -> set[str]:
-        """What `workers.trainable` reports every epoch (latency_ms only where it is measured)."""
-        out = {"val_accuracy", "val_loss", "train_accuracy", "train_loss", "train_seconds", "params", "flops"}
+        """What `workers.trainable` reports every epoch (latency_ms only where it is measured): the task's scores
+        (`workers.tasks.reported_metrics`) and the rest."""
+        out = {"val_loss", "train_loss", "train_seconds", "params", "flops"} | task_metrics(self.task)
         return out | ({"latency_ms"} if self.cfg.train.latency_reps > 0 else set())
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
@@ -83,4 +103,5 @@ class TrainEvaluation(Evaluation):
         return retrain(arch, out, self.cfg, workers=workers, use_gpu=use_gpu)
 
     def describe(self) -> str:
-        return f"{self.cfg.train.dataset}, {self.cfg.train.epochs} epoch(s) per candidate"
+        task = "" if self.task == "classification" else f" ({self.task} task)"
+        return f"{self.cfg.train.dataset}{task}, {self.cfg.train.epochs} epoch(s) per candidate"

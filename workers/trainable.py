@@ -9,12 +9,13 @@ Config contract (what the search driver passes as a trial's config)::
                      value fails the trial, naming it
     other keys (assignment, arch_id, ...) are ignored.
 
-Every epoch it calls ``ray.tune.report`` with the metrics of `workers.training.Trainer.run_epoch`
-(epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, train_seconds, epoch_seconds, steps,
-time_limited) plus status="ok", device, params, flops and latency_ms (the median of `latency_reps` timed
-eval-mode forwards of a batch of `latency_batch_size`, reported beside it, after warm-up passes; on a GPU shared
-with other trials measured while none of them trains on it, `workers.devices.DeviceLease`); the last report adds
-test_accuracy and test_loss of the final model. The test split is evaluated once, at the end, and only reported.
+Every epoch it calls ``ray.tune.report`` with the metrics of `workers.training.Trainer.run_epoch` (epoch,
+train_loss, train_accuracy, val_loss, val_accuracy, lr, train_seconds, epoch_seconds, steps, time_limited; the
+scores being the data set's task's: val_miou, val_map, ...) plus status="ok", device, params, flops and latency_ms
+(the median of `latency_reps` timed eval-mode forwards of a batch of `latency_batch_size`, reported beside it, after
+warm-up passes; on a GPU shared with other trials measured while none of them trains on it,
+`workers.devices.DeviceLease`); the last report adds the test split's loss and scores of the final model (test_loss,
+test_accuracy: the task's, `workers.tasks`). The test split is evaluated once, at the end, and only reported.
 
 Checkpoints hold ``model.pt`` (the model's state_dict, contiguous CPU tensors, loadable into
 `nas.build(graph)`), ``train_state.pth`` (optimizer, step, RNG states: what a resume needs),
@@ -27,11 +28,12 @@ from `ray.tune.get_checkpoint()`.
 Devices: the trial trains on exactly the GPUs Ray assigned it, on the CPU when it was given none
 (`workers.devices.trial_devices`; reported as ``device``).
 
-Failures (`run_trial`): a candidate that cannot be built, mismatches the data or produces a NaN loss does not
-crash the Ray trial. The trainable catches the exception and makes a final report with status="failed",
-error="<type>: <message>", val_accuracy=NaN (Tune requires the search metric in every result; NaN is ignored
-by Tune's best-result selection and by ASHA's cut-offs) and the epoch it reached. The driver records such a
-trial as failed and the search goes on, without Ray retrying a candidate that would fail again the same way.
+Failures (`run_trial`): a candidate that cannot be built, mismatches the data or produces a NaN loss does not crash
+the Ray trial. The trainable catches the exception and makes a final report with status="failed", error="<type>:
+<message>", val_accuracy and every other task's validation metric NaN (Tune requires the search metric in every
+result; NaN is ignored by Tune's best-result selection and by ASHA's cut-offs) and the epoch it reached. The driver
+records such a trial as failed and the search goes on, without Ray retrying a candidate that would fail again the
+same way.
 Running out of memory reports status="oom" instead (the driver retries it once alone on a whole GPU before
 it counts). Any other CUDA error leaves the process's CUDA context unusable: after reporting it
 (status="failed"), the trainable raises `WorkerRetired`, so Tune ends this worker process instead of reusing
@@ -59,11 +61,12 @@ from typing import Any
 import torch
 
 from nas.drop_path import drop_path_nodes
+from nas.graph import input_shapes
 from nas.preprocessing import PREPROCESSING_FILE
 from nas.train_settings import TrainSettings
 from workers.data import DatasetSplits, load_dataset
 from workers.devices import CUDA, OOM, DeviceLease, failure_kind, trial_devices
-from workers.tasks import task_for
+from workers.tasks import FAILED_METRICS, task_for
 from workers.training import Trainer, measure_latency
 
 WEIGHTS_FILE = "model.pt"
@@ -154,7 +157,7 @@ def load_trained_model(checkpoint_dir: str | Path):
 
 def train_architecture(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: build `config["arch"]`, train it, report every epoch."""
-    run_trial(_train, config, {"val_accuracy": float("nan"), "val_loss": float("nan")})
+    run_trial(_train, config, dict(FAILED_METRICS))
 
 
 def run_trial(body, config: dict[str, Any], failed_metrics: dict[str, Any] | None = None) -> None:
@@ -219,10 +222,7 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     progress["device"] = devices.describe()
     lease = DeviceLease.for_devices(devices, resources.get("GPU", 0.0))  # None unless it shares a GPU
     data = cached_dataset(t)
-    shape = tuple(g.graph["input_shape"])
-    if shape != tuple(data.input_shape):
-        raise ValueError(f"the architecture's input_shape {list(shape)} differs from data set "
-                         f"{data.name!r}'s {list(data.input_shape)}")
+    check_inputs(g, data)
     settings = TrainSettings(**t)
     torch.manual_seed(settings.seed)
     model = build(g)
@@ -239,7 +239,7 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     progress["epoch"] = trainer.epoch
     if t["latency_reps"] > 0:  # alone on the device: no trial sharing its GPU trains meanwhile
         with lease.alone() if lease is not None else contextlib.nullcontext():
-            lat = measure_latency(trainer.model, shape, batch_size=t["latency_batch_size"],
+            lat = measure_latency(trainer.model, input_shapes(g), batch_size=t["latency_batch_size"],
                                   reps=t["latency_reps"], amp=trainer.amp,
                                   channels_last=trainer.memory_format is not None)
         progress.update(latency_ms=lat * 1e3, latency_batch_size=t["latency_batch_size"])
@@ -271,5 +271,28 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
 
 
 def _final(trainer: Trainer, data: DatasetSplits) -> dict[str, float]:
+    """The test split's loss and the task's scores (``test_accuracy``, ``test_miou``, ...) and the task's extras
+    (the contrastive task's tracking ``test_success_rate``), once, at the end."""
     test = trainer.evaluate("test")
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+    extras = trainer.task.test_extras(getattr(trainer.model, "module", trainer.model), data, trainer.device)
+    return {f"test_{k}": v for k, v in {**test, **extras}.items()}
+
+
+def check_inputs(g, data: DatasetSplits) -> None:
+    """Raise ValueError unless the architecture's inputs are the data set's network inputs, in number and shape."""
+    from nas.graph import input_shapes
+
+    shapes = [tuple(s) for s in input_shapes(g)]
+    fields = list(data.inputs)
+    want = [tuple(data.input_shape)] + [tuple(data.splits["train"].arrays[f].shape[1:]) for f in fields[1:]]
+    if len(shapes) != len(want):
+        raise ValueError(f"the architecture takes {len(shapes)} input(s) {[list(s) for s in shapes]}; data set "
+                         f"{data.name!r} gives {len(want)}: " + ", ".join(f"{f} {list(w)}" for f, w in zip(
+                             fields, want, strict=True)))
+    if shapes[0] != want[0]:
+        raise ValueError(f"the architecture's input_shape {list(shapes[0])} differs from data set "
+                         f"{data.name!r}'s {list(want[0])}")
+    for f, have, need in zip(fields[1:], shapes[1:], want[1:], strict=True):
+        if have != need:
+            raise ValueError(f"the architecture's input {fields.index(f) + 1} has shape {list(have)}; data set "
+                             f"{data.name!r}'s {f!r} is {list(need)}")

@@ -11,12 +11,13 @@ search's config, its flags and an exported train.py share. Choices, all determin
   only: `nas.augment`, the ``augment`` setting or the data set's default, drawn from its own seeded generator)
   and standardised (`workers.data.inputs.InputTransform`); the order is shuffled by a seeded
   `torch.Generator`; a last batch of one example is dropped, since batch norm cannot train on it;
-- what is optimised and scored is the data set's task (`workers.tasks`: classification for every built-in data
-  set); auxiliary heads (`model.aux_outputs` after a training-mode forward) add their losses with weight
-  `aux_weight` (default 0.3);
+- what is optimised and scored is the data set's task (`workers.tasks`: classification, contrastive,
+  segmentation, detection, multilabel), which also says which batch fields the network takes (several inputs: a
+  Siamese pair, an image and its proposals) and which of them are images; auxiliary heads (`model.aux_outputs`
+  after a training-mode forward) add their losses with weight `aux_weight` (default 0.3);
 - the optimizer is SGD (momentum), AdamW or RMSprop (decay 0.9, epsilon 1.0); the learning rate follows
   `nas.lr_schedule.LRSchedule` (an optional linear warm-up, then a per-step cosine from `lr` to 0, constant,
-  step or reduce-on-plateau on the validation accuracy); `grad_clip` clips the gradients' global norm;
+  step or reduce-on-plateau on the task's validation score); `grad_clip` clips the gradients' global norm;
   `drop_path` drops branches that feed sums (`nas.drop_path`), rising linearly over the epochs;
 - a non-finite training loss raises `CandidateFailed`. On CUDA the check runs on the device and is
   read every 32 steps to avoid a host sync per step (the step it names is still the first bad one);
@@ -30,7 +31,10 @@ search's config, its flags and an exported train.py share. Choices, all determin
   recalibrated statistics are the ones saved with the model. Evaluation never augments.
 
 `train_loss` is the optimised objective (main head with label smoothing, plus weighted aux heads);
-`val_loss` is the plain loss of the main head (cross entropy). `train_seconds` counts training and
+`val_loss` is the plain loss of the main head (the task's: cross entropy for classification). The scores are the
+task's, ``val_<name>`` for each of `Task.metrics` (``val_accuracy``; ``val_miou``, ``val_map``, ...), and
+``train_<name>`` where the task scores training batches (in data-parallel training additive scores are summed
+over the ranks, the others are rank 0's slice). `train_seconds` counts training and
 validation time only, cumulatively over epochs (also across a resume).
 """
 
@@ -53,7 +57,7 @@ from nas.lr_schedule import LRSchedule
 from nas.train_settings import OPTIMIZERS, SCHEDULES, SettingsError, TrainSettings, lr_milestones_of
 from workers.data import Batches, DatasetSplits, InputTransform
 from workers.devices import amp_dtype, configure_backends, trial_devices
-from workers.tasks import Classification, task_for
+from workers.tasks import Classification, Task, task_for
 
 __all__ = ["AUX_WEIGHT", "OPTIMIZERS", "SCHEDULES", "CandidateFailed", "SettingsError", "TrainSettings", "Trainer",
            "augment_spec", "default_device", "evaluate", "evaluate_batches", "make_optimizer", "measure_latency",
@@ -111,7 +115,7 @@ class Trainer:
     (`nas.drop_path.drop_path_nodes` of the model's graph)."""
 
     def __init__(self, model: nn.Module, data: DatasetSplits, settings: TrainSettings,
-                 device: str | torch.device | None = None, task: Classification | None = None,
+                 device: str | torch.device | None = None, task: Task | None = None,
                  drop_path_nodes: Iterable[str] = (), shard: tuple[int, int] = (0, 1)):
         """`shard` (rank, world size): data-parallel training (`workers.distributed`, the model wrapped in
         DistributedDataParallel): every rank draws the same global batches and trains on its slice of each,
@@ -134,6 +138,10 @@ class Trainer:
             self.model = self.model.to(memory_format=self.memory_format)
         self.inputs = InputTransform(data.preprocessing, self.device, len(data.input_shape))
         self.augment_spec = augment_spec(s, data)
+        if self.augment_spec != "none" and not self.task.augments:
+            raise SettingsError(f"training setting 'augment': {self.augment_spec!r} would move the pixels of data set "
+                                f"{data.name!r} but not its {self.task.name} targets; use none", "augment", "none",
+                                self.augment_spec)
         channels = data.input_shape[0]
         self.augment = Augment(self.augment_spec, low=[0.0] * channels, high=[1.0] * channels,
                                fill=data.preprocessing["mean"])
@@ -169,12 +177,16 @@ class Trainer:
         return self.schedule.at(step)
 
     def _input(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """A batch's raw inputs prepared on the device: scaled, augmented (training only), standardised."""
+        """A batch's raw images prepared on the device: scaled, augmented (training only), standardised."""
         x = self.inputs.scaled(x)
         if train and self.augment:
             x = self.augment(x, self.augment_generator)
         x = self.inputs.standardise(x)
         return x.contiguous(memory_format=self.memory_format) if self.memory_format is not None else x
+
+    def network_inputs(self, batch: dict[str, torch.Tensor], train: bool = False) -> list[torch.Tensor]:
+        """The network's inputs of a batch, in the task's order: images prepared (`_input`), others as float32."""
+        return [self._input(batch[f], train) if f in self.task.images else batch[f].float() for f in self.task.inputs]
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, evaluate on the validation split, and return the epoch's metrics."""
@@ -187,13 +199,14 @@ class Trainer:
         perm = torch.randperm(len(self.train_batches), generator=self.generator)
         check_every = 32 if dev.type == "cuda" else 1
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        score = torch.zeros((), device=dev, dtype=torch.float64)
+        scorer = task.scorer() if task.train_scored else None
         first_bad = torch.full((), -1, device=dev, dtype=torch.long)
-        seen = scored = 0
+        seen = 0
         shard = (self.rank, self.world)
         with closing(self.train_batches.iterate(perm, self.batch_size, self.steps_per_epoch, shard)) as batches:
             for i, batch in enumerate(batches):
-                x = self._input(batch[task.input], train=True)
+                xs = self.network_inputs(batch, train=True)
+                x = xs[0]
                 weight = 1.0
                 if self.world > 1:  # this rank's slice of the global batch
                     n_global = min(self.batch_size, len(perm) - i * self.batch_size)
@@ -201,7 +214,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr_at(self.step)
                 with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp):
-                    out = model(x)
+                    out = model(*xs)
                     loss = task.loss(out, batch, s.label_smoothing)
                     aux = getattr(getattr(model, "module", model), "aux_outputs", None) or []  # DDP wraps the model
                     for a in aux:
@@ -218,9 +231,9 @@ class Trainer:
                 first_bad = torch.where(~torch.isfinite(lossd) & (first_bad < 0), i + 1, first_bad)
                 n = len(x)
                 loss_sum += lossd.double() * n
-                hit, count = task.score(out.detach(), batch)
-                score += hit
-                seen, scored = seen + n, scored + count
+                if scorer is not None:
+                    scorer.add(out.detach(), batch)
+                seen += n
                 last = i == self.steps_per_epoch - 1
                 out_of_time = (not last and s.max_seconds is not None
                                and self.train_seconds + time.perf_counter() - start > s.max_seconds)
@@ -231,17 +244,18 @@ class Trainer:
                 if out_of_time:
                     self.time_limited = True
                     break
-        if self.world > 1:  # the global batches' loss and accuracy, as one device would have them
+        if self.world > 1:  # the global batches' loss and (additive) scores, as one device would have them
             import torch.distributed as dist
 
-            totals = torch.stack([loss_sum, score, torch.tensor(float(seen), device=dev, dtype=torch.float64),
-                                  torch.tensor(float(scored), device=dev, dtype=torch.float64)])
+            totals = torch.stack([loss_sum, torch.tensor(float(seen), device=dev, dtype=torch.float64)])
             dist.all_reduce(totals)
-            loss_sum, score, seen, scored = totals[0], totals[1], int(totals[2]), int(totals[3])
+            loss_sum, seen = totals[0], int(totals[1])
+            if scorer is not None and scorer.sums is not None:
+                dist.all_reduce(scorer.sums)
         if s.bn_recalibration > 0:
             self.recalibrate(perm[:s.bn_recalibration])
         val = self.evaluate("val")
-        self.schedule.end_epoch(val["accuracy"])
+        self.schedule.end_epoch(val[task.metric])
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         epoch_seconds = time.perf_counter() - start
@@ -249,11 +263,12 @@ class Trainer:
         self.epoch = epoch
         if s.max_seconds is not None and self.train_seconds > s.max_seconds and epoch < s.epochs:
             self.time_limited = True
+        train_scores = scorer.result() if scorer is not None else {}
         metrics = {
-            "epoch": epoch, "train_loss": float(loss_sum) / seen, "train_accuracy": float(score) / scored,
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": self.lr_at(self.step),
-            "train_seconds": self.train_seconds, "epoch_seconds": epoch_seconds, "steps": self.step,
-            "time_limited": self.time_limited,
+            "epoch": epoch, "train_loss": float(loss_sum) / seen, **{f"train_{k}": v for k, v in train_scores.items()},
+            "val_loss": val["loss"], **{f"val_{k}": v for k, v in val.items() if k != "loss"},
+            "lr": self.lr_at(self.step), "train_seconds": self.train_seconds, "epoch_seconds": epoch_seconds,
+            "steps": self.step, "time_limited": self.time_limited,
         }
         self.history.append(metrics)
         return metrics
@@ -265,19 +280,19 @@ class Trainer:
             self.drop_path.p = 0.0  # the statistics of the network that is evaluated
         try:
             with closing(self.train_batches.iterate(positions, self.batch_size)) as batches:
-                recalibrate_bn_batches(self.model, (self._input(b[self.task.input]) for b in batches), amp=self.amp)
+                recalibrate_bn_batches(self.model, (self.network_inputs(b) for b in batches), amp=self.amp)
         finally:
             if self.drop_path is not None:
                 self.drop_path.p = p
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """Mean loss and score (``accuracy``) of the model on split ``val`` or ``test``, never augmented."""
+        """Mean loss and the task's scores (``accuracy`` for classification, ...) of the model on split ``val`` or
+        ``test``, never augmented."""
         batches = self.val_batches if split == "val" else Batches(self.data.splits[split], self.device,
                                                                    self.settings.data_placement)
         order = torch.arange(len(batches))
         with closing(batches.iterate(order, self.settings.eval_batch_size)) as it:
-            return evaluate_batches(self.model, ((self._input(b[self.task.input]), b) for b in it), self.task,
-                                    amp=self.amp)
+            return evaluate_batches(self.model, ((self.network_inputs(b), b) for b in it), self.task, amp=self.amp)
 
     # -- resume -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -340,8 +355,10 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, *, batch_size: int = 64, a
 
 
 @torch.no_grad()
-def recalibrate_bn_batches(model: nn.Module, inputs: Iterable[torch.Tensor], *, amp: bool = False) -> None:
-    """`recalibrate_bn` over batches of prepared inputs (on the model's device); a batch of one ends it."""
+def recalibrate_bn_batches(model: nn.Module, inputs: Iterable[torch.Tensor | list[torch.Tensor]], *,
+                           amp: bool = False) -> None:
+    """`recalibrate_bn` over batches of prepared inputs (on the model's device; a list of tensors for a network of
+    several inputs); a batch of one ends it."""
     bns = [m for m in model.modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -356,10 +373,11 @@ def recalibrate_bn_batches(model: nn.Module, inputs: Iterable[torch.Tensor], *, 
     used = 0
     try:
         for xb in inputs:
-            if len(xb) < 2:
+            xs = list(xb) if isinstance(xb, list | tuple) else [xb]
+            if len(xs[0]) < 2:
                 break  # batch norm cannot use a batch of one
-            with torch.autocast(xb.device.type, dtype=amp_dtype(xb.device), enabled=amp):
-                model(xb)
+            with torch.autocast(xs[0].device.type, dtype=amp_dtype(xs[0].device), enabled=amp):
+                model(*xs)
             used += 1
     finally:
         for m, momentum in zip(bns, momenta, strict=True):
@@ -375,30 +393,33 @@ def recalibrate_bn_batches(model: nn.Module, inputs: Iterable[torch.Tensor], *, 
 
 
 @torch.no_grad()
-def evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, dict[str, torch.Tensor]]],
-                     task: Classification, *, amp: bool = False) -> dict[str, float]:
-    """Mean loss and score (``accuracy``) of `task` of `model` (in eval mode) over (prepared inputs, batch)
-    pairs on the model's device."""
+def evaluate_batches(model: nn.Module,
+                     batches: Iterable[tuple[torch.Tensor | list[torch.Tensor], dict[str, torch.Tensor]]],
+                     task: Task, *, amp: bool = False) -> dict[str, float]:
+    """Mean loss (``loss``) and the scores of `task` (``accuracy`` for classification, `Task.metrics`) of `model`
+    (in eval mode) over (prepared inputs, batch) pairs on the model's device; the inputs are a tensor or, for a
+    network of several inputs, a list of them."""
     first = next(model.parameters(), None)
     was_training = model.training
     model.eval()
-    loss_sum = score = None
-    n_loss = n_score = 0
+    loss_sum = None
+    n_loss = 0
+    scorer = task.scorer()
     try:
         for xb, batch in batches:
-            dev = first.device if first is not None else xb.device
+            xs = list(xb) if isinstance(xb, list | tuple) else [xb]
+            dev = first.device if first is not None else xs[0].device
             with torch.autocast(dev.type, dtype=amp_dtype(dev), enabled=amp):
-                out = model(xb)
+                out = model(*xs)
             loss, n = task.loss_sum(out, batch)
-            hit, m = task.score(out, batch)
+            scorer.add(out, batch)
             loss_sum = loss.double() if loss_sum is None else loss_sum + loss.double()
-            score = hit.double() if score is None else score + hit.double()
-            n_loss, n_score = n_loss + n, n_score + m
+            n_loss += n
     finally:
         model.train(was_training)
     if n_loss == 0:
         raise ValueError("evaluate: no examples")
-    return {"loss": float(loss_sum) / n_loss, "accuracy": float(score) / n_score}
+    return {"loss": float(loss_sum) / n_loss, **scorer.result()}
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512, amp: bool = False,
@@ -420,22 +441,26 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device | None = None,
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...] | list[tuple[int, ...]],
+                    device: str | torch.device | None = None,
                     batch_size: int = 1, reps: int = 20, warmup: int = 5, amp: bool = False,
                     channels_last: bool | None = None) -> float:
     """Median wall time in seconds of one eval-mode forward pass of a batch of `batch_size` random inputs,
     after `warmup` untimed passes. With `device` given the model is moved there; by default it is timed
-    where its parameters are. channels_last (None: on for CUDA) applies to 4D/5D inputs."""
+    where its parameters are. channels_last (None: on for CUDA) applies to 4D/5D inputs. A network of several
+    inputs takes the list of their shapes (random values for each: proposal boxes too, which ROI pooling clips)."""
     if reps < 1:
         raise ValueError(f"measure_latency: reps must be >= 1, got {reps}")
     if device is not None:
         model = model.to(device)
     first = next(model.parameters(), None)
     dev = first.device if first is not None else torch.device(device or "cpu")
-    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    fmt = _memory_format(x.dim())
+    shapes = list(input_shape) if input_shape and isinstance(input_shape[0], list | tuple) else [input_shape]
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(batch_size, *shape, generator=gen).to(dev) for shape in shapes]
+    fmt = _memory_format(xs[0].dim())
     if fmt is not None and (channels_last if channels_last is not None else dev.type == "cuda"):
-        x = x.contiguous(memory_format=fmt)
+        xs[0] = xs[0].contiguous(memory_format=fmt)
     was_training = model.training
     model.eval()
     times = []
@@ -445,7 +470,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: str 
                 torch.cuda.synchronize(dev)
             t = time.perf_counter()
             with torch.autocast(dev.type, dtype=amp_dtype(dev), enabled=amp):
-                model(x)
+                model(*xs)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             if i >= warmup:
