@@ -14,19 +14,19 @@ source) set ``p`` per epoch as DARTS does: ``drop_path * epochs_completed / epoc
 
 import torch
 
-from nas.graph import aux_nodes, input_node, ordered_inputs, topological_order
+from nas.graph import aux_nodes, input_nodes, ordered_inputs, topological_order
 
 
 def drop_path_nodes(g) -> list[str]:
     """The nodes of architecture graph `g` (a networkx DiGraph) whose outputs drop-path may zero, in order."""
-    src, aux = input_node(g), aux_nodes(g)
+    srcs, aux = set(input_nodes(g)), aux_nodes(g)
     out = []
     for n in topological_order(g):
         preds = ordered_inputs(g, n)
         if g.nodes[n].get("merge") != "sum" or len(preds) < 2:
             continue
         for p in preds:
-            if (p != src and p not in aux and g.out_degree(p) == 1
+            if (p not in srcs and p not in aux and g.out_degree(p) == 1
                     and g.nodes[p].get("op") not in ("identity", "zero") and p not in out):
                 out.append(p)
     return out

@@ -25,7 +25,7 @@ from typing import Any
 
 import networkx as nx
 
-from nas.graph import infer_shapes, input_node
+from nas.graph import infer_shapes, input_nodes
 
 PREPROCESSING_FILE = "preprocessing.json"  # beside a checkpoint's weights
 NORMALIZE_OP = "normalize"
@@ -71,17 +71,27 @@ def read_preprocessing(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def input_normalization(g: nx.DiGraph) -> dict[str, Any] | None:
     """The preprocessing of the graph's ``normalize`` node right after its input, or None."""
-    src = input_node(g)
+    src = input_nodes(g)[0]
     succ = list(g.successors(src))
     if len(succ) == 1 and g.nodes[succ[0]].get("op") == NORMALIZE_OP:
         return check_preprocessing(g.nodes[succ[0]].get("params", {}), f"node {succ[0]!r}")
     return None
 
 
+def image_inputs(g: nx.DiGraph) -> list[str]:
+    """The inputs the preprocessing applies to: the first, and every further input of its rank and channels (the
+    second image of a Siamese pair, not the proposal boxes beside a detector's image)."""
+    srcs = input_nodes(g)
+    shapes = infer_shapes(g)
+    first = tuple(shapes[srcs[0]])
+    return [s for s in srcs if len(shapes[s]) == len(first) and shapes[s][0] == first[0]]
+
+
 def with_input_normalization(g: nx.DiGraph, pre: Mapping[str, Any]) -> nx.DiGraph:
     """A copy of `g` whose input first goes through a ``normalize`` node applying `pre` (every edge that
-    left the input leaves that node instead). A graph that already starts with one is returned as a copy,
-    with its own preprocessing kept when it equals `pre` and an error otherwise."""
+    left the input leaves that node instead; each of `image_inputs` for a graph of several inputs). A graph that
+    already starts with one is returned as a copy, with its own preprocessing kept when it equals `pre` and an
+    error otherwise."""
     pre = check_preprocessing(pre)
     have = input_normalization(g)
     if have is not None:
@@ -89,37 +99,39 @@ def with_input_normalization(g: nx.DiGraph, pre: Mapping[str, Any]) -> nx.DiGrap
             raise PreprocessingError(f"the architecture already normalises its input with {have}, not {pre}")
         return g.copy()
     out = g.copy()
-    src = input_node(out)
-    channels = tuple(infer_shapes(out)[src])[0]
-    if len(pre["mean"]) != channels:
-        raise PreprocessingError(f"the preprocessing has {len(pre['mean'])} channel(s) but the architecture's "
-                                 f"input has {channels}")
-    name, i = "input_normalize", 1
-    while name in out:
-        i += 1
-        name = f"input_normalize{i}"
-    edges = [(v, dict(d)) for _, v, d in out.out_edges(src, data=True)]
-    out.remove_edges_from([(src, v) for v, _ in edges])
-    out.add_node(name, op=NORMALIZE_OP, params=dict(pre))
-    out.add_edge(src, name, order=0)
-    for v, d in edges:
-        out.add_edge(name, v, **d)
+    shapes = infer_shapes(out)
+    for k, src in enumerate(image_inputs(out)):
+        channels = tuple(shapes[src])[0]
+        if len(pre["mean"]) != channels:
+            raise PreprocessingError(f"the preprocessing has {len(pre['mean'])} channel(s) but the architecture's "
+                                     f"input has {channels}")
+        name, i = ("input_normalize" if k == 0 else f"{src}_normalize"), 1
+        base = name
+        while name in out:
+            i += 1
+            name = f"{base}{i}"
+        edges = [(v, dict(d)) for _, v, d in out.out_edges(src, data=True)]
+        out.remove_edges_from([(src, v) for v, _ in edges])
+        out.add_node(name, op=NORMALIZE_OP, params=dict(pre))
+        out.add_edge(src, name, order=0)
+        for v, d in edges:
+            out.add_edge(name, v, **d)
     infer_shapes(out)
     return out
 
 
 def without_input_normalization(g: nx.DiGraph) -> nx.DiGraph:
-    """A copy of `g` without the ``normalize`` node right after its input (the searched architecture)."""
+    """A copy of `g` without the ``normalize`` node right after its input(s) (the searched architecture)."""
     out = g.copy()
-    src = input_node(out)
-    succ = list(out.successors(src))
-    if len(succ) != 1 or out.nodes[succ[0]].get("op") != NORMALIZE_OP:
-        return out
-    norm = succ[0]
-    edges = [(v, dict(d)) for _, v, d in out.out_edges(norm, data=True)]
-    out.remove_node(norm)
-    for v, d in edges:
-        out.add_edge(src, v, **d)
+    for src in input_nodes(out):
+        succ = list(out.successors(src))
+        if len(succ) != 1 or out.nodes[succ[0]].get("op") != NORMALIZE_OP:
+            continue
+        norm = succ[0]
+        edges = [(v, dict(d)) for _, v, d in out.out_edges(norm, data=True)]
+        out.remove_node(norm)
+        for v, d in edges:
+            out.add_edge(src, v, **d)
     return out
 
 

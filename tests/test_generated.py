@@ -112,6 +112,7 @@ def test_bad_options_are_named():
                           ("rts_digits:min_scale=2,max_scale=1", "'max_scale' .* is below 'min_scale'"),
                           ("digit_tracking:crop=11", "option 'crop' must be >= 8 and differ from it by an even"),
                           ("digit_pairs:jitter=x", "option 'jitter' must be an int"),
+                          ("multilabel_clips:frames=3", "option 'frames' must be >= 4"),
                           ("no_such_set", "unknown generated data set 'no_such_set'")):
         with pytest.raises(DatasetError, match=message):
             generate(name)

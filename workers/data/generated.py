@@ -361,6 +361,8 @@ def _check(base: str, o: dict[str, Any]) -> None:
                                f"{o['distractors']}")
     if base == "multilabel_clips" and o["max_events"] > 10:
         raise DatasetError(f"{base}: option 'max_events' must be at most 10 (digit classes), got {o['max_events']}")
+    if base == "multilabel_clips" and o["frames"] < 4:
+        raise DatasetError(f"{base}: option 'frames' must be >= 4 (an event lasts 4..10 frames), got {o['frames']}")
     if "side" in o and o["side"] < need:
         raise DatasetError(f"{base}: option 'side' must be at least {need} to hold a digit, got {o['side']}")
 
