@@ -399,7 +399,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         weights, what = None, ("UNTRAINED: random initial weights (seed 0); an architecture without a search's "
                                "weights (give --weights-file FILE for trained ones)")
     files = export(src.arch, args.format, args.out, weights=weights, with_train=args.with_train,
-                   train_config=src.train or None, preprocessing=src.preprocessing)
+                   train_config=src.train or None, preprocessing=src.preprocessing,
+                   task=_task_of(src.train) if args.with_train else None)
     print(f"exported {src.description} as {args.format}, with {what}" if weights is not None
           else f"exported {src.description} as {args.format}, {what}")
     if src.preprocessing is not None:
@@ -423,6 +424,21 @@ def retrain_settings(search: dict[str, Any] | None, flags: dict[str, Any]) -> An
 
     train = {**(search or {}), **RECIPES.get(flags.get("recipe"), {}), **flags}
     return TrainSettings.from_dict(train, "nas train")
+
+
+def _task_of(train: Any) -> str | None:
+    """The task of a run's data set (contrastive, segmentation, ...), for its train.py; None where it cannot be read
+    here (the space's task is then used)."""
+    from nas.config import SearchConfig
+    from nas.evaluation import EvaluationError, get_evaluation
+    from nas.train_settings import TrainSettings
+
+    if not train:
+        return None
+    try:
+        return get_evaluation(SearchConfig(train=TrainSettings.from_dict(dict(train), "train")), "train").task
+    except (EvaluationError, ValueError, OSError):
+        return None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

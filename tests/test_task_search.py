@@ -141,6 +141,51 @@ def test_inputs_and_outputs_that_do_not_suit_the_data_are_named(cache):
                      pairs)
 
 
+def test_export_of_a_network_of_several_inputs_normalises_its_images(cache, tmp_path):
+    """A pair network normalises both images, a detector its image but not its proposals: the TorchScript export
+    with the search's preprocessing, fed raw arrays, gives the trained module's output on prepared inputs."""
+    for task in ("contrastive", "detection"):
+        data = _data(task, cache)
+        trainer, _ = _train(task, data)
+        model = trainer.model.eval()
+        batch = {k: torch.from_numpy(v) for k, v in data.splits["val"].gather().items()}
+        files = nas.export(_graph(task, data), "torchscript", tmp_path / f"{task}.pt", weights=model,
+                           preprocessing=data.preprocessing)
+        with torch.no_grad():
+            want = model(*trainer.network_inputs(batch))
+            got = torch.jit.load(str(files[0]))(*[batch[f].float() for f in data.inputs])
+        assert torch.allclose(got, want, atol=1e-5), task
+
+
+def test_exported_train_py_trains_each_task(cache, tmp_path, capsys, monkeypatch):
+    """train.py, exported with the search's preprocessing for each task, trains on the task's .npy arrays (one
+    epoch), reports the task's scores and saves weights that load into the architecture."""
+    import runpy
+
+    import numpy as np
+
+    for task in sorted(TASKS):
+        data = _data(task, cache)
+        g = _graph(task, data)
+        folder = tmp_path / task
+        folder.mkdir()
+        for split in ("train", "test"):
+            for f, a in data.splits[split].gather().items():
+                np.save(folder / f"{f}_{split}.npy", a)
+        nas.export(g, "python", folder / "net.py", with_train=True, preprocessing=data.preprocessing, task=task,
+                   train_config={"batch_size": 8, "optimizer": "adamw", "lr": 0.01, "bn_recalibration": 16})
+        monkeypatch.setattr("sys.argv", ["train.py", "--data", str(folder), "--epochs", "1"])
+        runpy.run_path(str(folder / "train.py"), run_name="__main__")
+        out = capsys.readouterr().out
+        main_metric = OBJECTIVE[task][4:]
+        assert f"training Net for {task}" in out and "the network normalises its images as the search did" in out
+        test_line = next(line for line in out.splitlines() if line.startswith("test_loss"))
+        scores = dict(zip(test_line.split()[::2], map(float, test_line.split()[1::2]), strict=True))
+        assert 0.0 <= scores[f"test_{main_metric}"] <= 1.0 and f"val_{main_metric}" in out
+        state = torch.load(folder / "net.trained.pt", weights_only=True)
+        build(g).load_state_dict(state)  # the architecture's keys and shapes
+
+
 # every strategy on every task: the pair run through Ray below is not repeated here; candidates really trained
 RAY = ("contrastive", "random")
 IN_PROCESS = [(t, s) for t in sorted(TASKS) for s in ("random", "evolution", "combo") if (t, s) != RAY]

@@ -43,7 +43,7 @@ from nas.graph import arch_id, infer_shapes, input_nodes, input_shapes, to_json
 from nas.graph import load as load_graph
 from nas.graph import save as save_graph
 from nas.io import atomic_write_text
-from nas.preprocessing import PreprocessingError, with_input_normalization
+from nas.preprocessing import PreprocessingError, input_normalization, with_input_normalization
 from nas.train_settings import TrainSettings
 
 FORMATS = ("python", "json", "torchscript", "onnx")
@@ -55,7 +55,8 @@ Weights = Mapping[str, torch.Tensor] | nn.Module | str | os.PathLike
 def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.PathLike, *,
            weights: Weights | None = None, with_train: bool = False,
            train_config: TrainSettings | Mapping[str, Any] | Any | None = None,
-           class_name: str = "Net", preprocessing: Mapping[str, Any] | None = None) -> list[Path]:
+           class_name: str = "Net", preprocessing: Mapping[str, Any] | None = None,
+           task: str | None = None) -> list[Path]:
     """Write `arch` (a graph, or an architecture / best.json file) to `path` as `format`.
 
     `weights`: a state dict, a module, or a weights file (loaded with weights_only=True); its keys must be
@@ -64,7 +65,8 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
     node at the network's input, so that the exported model takes inputs as the data set gives them; the
     state dict keys stay the same. `with_train` (python only) adds ``train.py``,
     whose defaults are `train_config` (`nas.train_settings.TrainSettings`, alias `nas.export.TrainConfig`,
-    or a mapping of its settings; None: its defaults).
+    or a mapping of its settings; None: its defaults), training for `task` (``classification``, ``contrastive``,
+    ``segmentation``, ``detection``, ``multilabel``; default: the space's, `space_task`).
     Returns the files written, the model file first.
     """
     if format not in FORMATS:
@@ -101,7 +103,8 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
         written = [atomic_write_text(path, source)]
         if with_train:
             text = train_script(path.name, class_name, arch_id(g), tuple(g.graph["input_shape"]), config,
-                                drop_path_nodes(g))
+                                drop_path_nodes(g), task=task or space_task(g),
+                                normalizes=input_normalization(g) is not None)
             written.append(atomic_write_text(path.parent / "train.py", text))
     else:
         model = _prepare(g, class_name, state)
@@ -111,6 +114,16 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
     if state is not None:
         written.insert(1, save_weights(state, weights_path(path)))
     return written
+
+
+def space_task(g: nx.DiGraph) -> str:
+    """The task of the space `g` was drawn from (`nas.space.SearchSpace.task`), classification where unknown."""
+    from nas.registry import get_space
+
+    try:
+        return get_space(g.graph["space"]).task if g.graph.get("space") else "classification"
+    except (ImportError, AttributeError, ValueError, KeyError):
+        return "classification"
 
 
 def weights_path(model_path: str | os.PathLike) -> Path:

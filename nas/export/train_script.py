@@ -84,6 +84,24 @@ def _module_code(module) -> str:
     return "\n\n\n".join(ast.get_source_segment(text, n, padded=True) for n in keep)
 
 
+TASKS = ("classification", "contrastive", "segmentation", "detection", "multilabel")
+
+
+def task_code(task: str) -> str:
+    """The loss and metric functions of `task` (`nas.tasks.<task>`, torch only) as train.py embeds them."""
+    import importlib
+
+    if task == "classification":
+        return ""
+    module = importlib.import_module(f"nas.tasks.{task}")
+    text = Path(module.__file__).read_text()
+    tree = ast.parse(text)
+    imports = [ast.get_source_segment(text, n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
+               and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+    return (f"# ---- copied from graphnas nas/tasks/{task}.py (the search's worker computes the same) ----\n\n"
+            + "\n".join(imports) + "\n\n\n" + _module_code(module).strip() + "\n")
+
+
 def shared_code() -> str:
     """The worker's code that train.py runs too: augmentation, the learning-rate schedule, drop-path."""
     parts = [("nas/augment.py", _module_code(nas.augment)), ("nas/lr_schedule.py", _module_code(nas.lr_schedule)),
@@ -93,10 +111,15 @@ def shared_code() -> str:
 
 
 def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tuple[int, ...],
-                 config: TrainSettings, drop_path_nodes: list[str] | tuple[str, ...] = ()) -> str:
+                 config: TrainSettings, drop_path_nodes: list[str] | tuple[str, ...] = (),
+                 task: str = "classification", normalizes: bool = False) -> str:
     """The text of train.py for the exported model file `model_file` (a name next to train.py); its
     DEFAULTS are `config`'s settings that train.py uses (`USED`; the augmentation resolved to the data set's
-    default where the search left it to that), `drop_path_nodes` the modules drop-path may drop."""
+    default where the search left it to that), `drop_path_nodes` the modules drop-path may drop; `task` what it
+    trains the network for (`TASKS`; the loss and metrics of `nas.tasks` copied in); `normalizes`: the network
+    normalises its image inputs itself (the search's preprocessing, built in)."""
+    if task not in TASKS:
+        raise ExportError(f"train.py trains tasks {', '.join(TASKS)}; got {task!r}")
     defaults = {k: getattr(config, k) for k in USED}
     if defaults["augment"] is None:
         defaults["augment"] = default_augment(config.dataset, input_shape)
@@ -104,7 +127,8 @@ def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tu
     fill = {"__CLASS_NAME__": class_name, "__ARCH_ID__": arch_id, "__MODEL_FILE__": repr(model_file),
             "__CLASS_REPR__": repr(class_name), "__INPUT_SHAPE__": repr(tuple(input_shape)),
             "__DEFAULTS__": "\n".join(lines), "__DROP_PATH_NODES__": repr(list(drop_path_nodes)),
-            "__SHARED_CODE__": shared_code()}
+            "__SHARED_CODE__": shared_code(), "__TASK__": repr(task), "__TASK_CODE__": task_code(task),
+            "__NORMALIZES__": repr(bool(normalizes))}
     text = _TEMPLATE
     for key, value in fill.items():
         text = text.replace(key, value)
@@ -156,9 +180,13 @@ DEFAULTS = {
 __DEFAULTS__
 }
 DROP_PATH_NODES = __DROP_PATH_NODES__  # the modules drop-path may drop: branches that feed a sum
+TASK = __TASK__  # what the network is trained for: classification, contrastive, segmentation, detection, multilabel
+NORMALIZES = __NORMALIZES__  # the network normalises its images itself (the search's preprocessing)
 
 
 __SHARED_CODE__
+
+__TASK_CODE__
 
 
 def load_model_class(path):
@@ -307,6 +335,8 @@ def main(argv=None):
     folder = Path(args.data)
     if not folder.is_dir():
         sys.exit(f"error: data folder {folder} does not exist")
+    if TASK != "classification":
+        return train_task(args, folder, milestones)
     train, val, test = (load_split(folder, s) for s in ("train", "val", "test"))
     x_train, y_train = train
     for name, split in (("val", val), ("test", test)):
@@ -503,6 +533,201 @@ def main(argv=None):
         side = out_path.with_suffix(".preprocessing.json")
         side.write_text(json.dumps(transform, indent=1) + "\n")
         print(f"the inputs' standardisation is saved to {side}", flush=True)
+
+
+
+# -- the tasks beyond classification -----------------------------------------------------------------------------
+
+# the arrays of each task's examples, <field>_<split>.npy: (the network's inputs, those of them that are images,
+# the targets), as graphnas' generated data sets store them
+TASK_FIELDS = {
+    "contrastive": (("x", "x2"), ("x", "x2"), ("y",)),  # pairs, y = 1 for the same class
+    "segmentation": (("x",), ("x",), ("mask",)),  # (N, H, W) class of each pixel
+    "detection": (("x", "proposals"), ("x",), ("gt_boxes", "gt_labels")),  # (N, R, 4); (N, G, 4), (N, G) -1: none
+    "multilabel": (("x",), ("x",), ("y",)),  # (N, K) 0/1
+}
+MARGIN = 1.0  # the contrastive loss's sigma, as the worker's
+
+
+def load_task_split(folder, split):
+    inputs, _, targets = TASK_FIELDS[TASK]
+    files = {f: folder / f"{f}_{split}.npy" for f in inputs + targets}
+    if split != "train" and not any(p.exists() for p in files.values()):
+        return None
+    out = {}
+    for f, path in files.items():
+        if not path.is_file():
+            sys.exit(f"error: {path} is missing (the {TASK} task reads {', '.join(inputs + targets)})")
+        out[f] = np.load(path, allow_pickle=False)
+    n = {f: len(a) for f, a in out.items()}
+    if len(set(n.values())) != 1:
+        sys.exit(f"error: the {split} arrays differ in length: {n}")
+    return out
+
+
+def task_loss(out, b, num_classes):
+    if TASK == "contrastive":
+        f1, f2 = split_pair(out)
+        return contrastive_loss(f1, f2, b["y"], MARGIN)
+    if TASK == "segmentation":
+        return pixel_cross_entropy(out, b["mask"])
+    if TASK == "detection":
+        return fast_rcnn_loss(out, b["proposals"], b["gt_boxes"], b["gt_labels"], num_classes)
+    return multilabel_bce(out, b["y"])
+
+
+@torch.no_grad()
+def task_scores(model, data, batch_size, num_classes):
+    """Loss and the task's scores (the worker's: auc and pair_accuracy, miou and pixel_accuracy, map)."""
+    model.eval()
+    inputs = TASK_FIELDS[TASK][0]
+    n = len(data[inputs[0]])
+    out = torch.cat([model(*[data[f][i:i + batch_size] for f in inputs]) for i in range(0, n, batch_size)])
+    scores = {"loss": float(task_loss(out, data, num_classes))}
+    if TASK == "contrastive":
+        f1, f2 = split_pair(out.float())
+        scores.update(auc=pair_auc(matching_score(f1, f2).cpu(), data["y"].cpu()),
+                      pair_accuracy=float(pair_accuracy(f1, f2, data["y"], MARGIN)) / n)
+    elif TASK == "segmentation":
+        conf = confusion_matrix(out, data["mask"], num_classes).cpu()
+        scores.update(miou=mean_iou(conf), pixel_accuracy=pixel_accuracy(conf))
+    elif TASK == "detection":
+        found = detect(out.cpu(), data["proposals"].cpu(), num_classes, tuple(data["x"].shape[-2:]))
+        scores["map"] = map_at_50(found, data["gt_boxes"].cpu(), data["gt_labels"].cpu(), num_classes)
+    else:
+        scores["map"] = mean_average_precision(out.float().cpu(), data["y"].cpu())
+    return scores
+
+
+def train_task(args, folder, milestones):
+    """Train for TASK (not classification) on the arrays of TASK_FIELDS: the worker's loss, optimizer, schedule,
+    batch-norm recalibration and scores; no augmentation, drop-path or auxiliary heads."""
+    inputs, images, targets = TASK_FIELDS[TASK]
+    train, val, test = (load_task_split(folder, s) for s in ("train", "val", "test"))
+    n_train = len(train[inputs[0]])
+    rng = np.random.default_rng(args.seed)
+    if val is None and args.val_fraction > 0:
+        n_val = max(1, int(round(args.val_fraction * n_train)))
+        if n_val >= n_train:
+            sys.exit(f"error: cannot hold out {n_val} validation examples from {n_train}")
+        perm = rng.permutation(n_train)
+        val = {f: a[perm[:n_val]] for f, a in train.items()}
+        train = {f: a[perm[n_val:]] for f, a in train.items()}
+        n_train -= n_val
+    cls = load_model_class(args.model)
+    transform = None if NORMALIZES else data_stats(train[images[0]])
+    notes = []
+    if args.augment not in (None, "", "none"):
+        notes.append(f"note: --augment {args.augment} is not applied to the {TASK} task")
+    if NORMALIZES:
+        notes.append("inputs: raw; the network normalises its images as the search did")
+    else:
+        notes.append("note: this network does not normalise its inputs; train.py standardises its images with the "
+                     "training split's statistics")
+    torch.manual_seed(args.seed)
+    model = cls()
+    if args.init_weights:
+        model.load_state_dict(torch.load(args.init_weights, map_location="cpu", weights_only=True))
+        notes.append(f"starting from the weights in {args.init_weights}")
+    device = torch.device(args.device)
+    model = model.to(device)
+    torch.manual_seed(args.seed)
+
+    def tensors(split):
+        out = {}
+        for f, a in split.items():
+            if f in images:
+                a = standardise(a, transform) if transform is not None else a.astype(np.float32)
+            elif f in ("y", "mask", "gt_labels") and TASK != "multilabel":
+                a = a.astype(np.int64)
+            else:
+                a = a.astype(np.float32)
+            out[f] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        return out
+
+    tr = tensors(train)
+    tv = tensors(val) if val is not None else None
+    with torch.no_grad():
+        shape = tuple(model.eval()(*[tr[f][:2] for f in inputs]).shape[1:])
+    num_classes = (shape[0] - 1) // 5 if TASK == "detection" else shape[0]
+    params = [q for q in model.parameters() if q.requires_grad]
+    if args.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    elif args.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=args.lr, alpha=0.9, eps=1.0, momentum=args.momentum,
+                                  weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    batch = min(args.batch_size, n_train)
+    steps_per_epoch = n_train // batch + (n_train % batch > 1)
+    schedule = LRSchedule(args.lr, args.schedule, steps_per_epoch, max(args.epochs, 1), args.warmup_epochs,
+                          milestones, args.lr_gamma, args.plateau_patience)
+    gen = torch.Generator().manual_seed(args.seed)
+    step = 0
+    print(f"training {CLASS_NAME} for {TASK}: {sum(q.numel() for q in params):,} parameters, {n_train} training "
+          f"examples, {args.epochs} epochs of {steps_per_epoch} steps, {args.optimizer} lr {args.lr}", flush=True)
+    for line in notes:
+        print(line, flush=True)
+    main_score = {"contrastive": "auc", "segmentation": "miou"}.get(TASK, "map")
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n_train, generator=gen).to(device)
+        loss_sum, seen = 0.0, 0
+        for i in range(steps_per_epoch):
+            idx = perm[i * batch:(i + 1) * batch].sort().values
+            b = {f: t[idx] for f, t in tr.items()}
+            for group in opt.param_groups:
+                group["lr"] = schedule.at(step)
+            loss = task_loss(model(*[b[f] for f in inputs]), b, num_classes)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            opt.step()
+            step += 1
+            if not math.isfinite(loss.item()):
+                sys.exit(f"error: the loss is not finite at epoch {epoch} step {i + 1}; try a smaller --lr")
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+        if args.bn_recalibration > 0:
+            recalibrate_bn_task(model, {f: tr[f][perm[:args.bn_recalibration]] for f in inputs}, batch)
+        line = f"epoch {epoch}/{args.epochs}  train_loss {loss_sum / seen:.4f}"
+        if tv is not None:
+            scores = task_scores(model, tv, args.eval_batch_size, num_classes)
+            line += "".join(f"  val_{k} {v:.4f}" for k, v in scores.items())
+            if schedule.end_epoch(scores[main_score]):
+                line += f"  (lr now {schedule.at(step):.3g})"
+        print(f"{line}  ({time.perf_counter() - start:.1f} s)", flush=True)
+    if test is not None:
+        scores = task_scores(model, tensors(test), args.eval_batch_size, num_classes)
+        print("  ".join(f"test_{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    out_path = Path(args.out) if args.out else Path(args.model).with_suffix(".trained.pt")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out_path)
+    print(f"saved trained weights to {out_path}", flush=True)
+
+
+@torch.no_grad()
+def recalibrate_bn_task(model, inputs, batch_size):
+    """`recalibrate_bn` for a network of several inputs (a dict of the inputs' tensors)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    fields = TASK_FIELDS[TASK][0]
+    n = len(inputs[fields[0]])
+    if not bns or n < 2:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for i in range(0, n, batch_size):
+            if len(inputs[fields[0]][i:i + batch_size]) < 2:
+                break
+            model(*[inputs[f][i:i + batch_size] for f in fields])
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
 
 
 if __name__ == "__main__":
