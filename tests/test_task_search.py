@@ -141,6 +141,16 @@ def test_inputs_and_outputs_that_do_not_suit_the_data_are_named(cache):
                      pairs)
 
 
+def test_darts_refuses_a_task_it_does_not_train(cache):
+    from nas.evaluation import EvaluationError
+    from workers.darts_trainable import SupernetEvaluation
+
+    cfg = SearchConfig(space="fcn", strategy="darts", train=TrainSettings(dataset=TASKS["segmentation"][0],
+                                                                          data_cache=cache))
+    with pytest.raises(EvaluationError, match="segmentation task; the DARTS supernet trains classification only"):
+        SupernetEvaluation(cfg).check()
+
+
 def test_export_of_a_network_of_several_inputs_normalises_its_images(cache, tmp_path):
     """A pair network normalises both images, a detector its image but not its proposals: the TorchScript export
     with the search's preprocessing, fed raw arrays, gives the trained module's output on prepared inputs."""

@@ -120,7 +120,7 @@ class SupernetEvaluation(Evaluation):
         return DartsSettings.from_options(self.cfg.strategy_options, seed=self.cfg.seed)
 
     def check(self) -> None:
-        from nas.evaluation import EvaluationError
+        from nas.evaluation import EvaluationError, get_evaluation
 
         try:
             self.settings()
@@ -130,6 +130,10 @@ class SupernetEvaluation(Evaluation):
             raise EvaluationError(f"--gpus-per-trial {self.cfg.gpus_per_trial:g}: the DARTS supernet trains on one "
                                   "device (several GPUs are not implemented for it); give 1 or less")
         self.data_info()
+        task = get_evaluation(self.cfg, "train").task
+        if task != "classification":
+            raise EvaluationError(f"data set {self.cfg.train.dataset!r} is for the {task} task; the DARTS supernet "
+                                  "trains classification only (search it with random, evolution or combo)")
 
     def data_info(self) -> DataInfo:
         from nas.evaluation import get_evaluation
