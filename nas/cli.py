@@ -456,9 +456,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = retrain_settings(src.train, flags)
     cfg = SearchConfig(address=args.address, cpus_per_trial=args.cpus_per_worker, train=settings)
     metrics = get_evaluation(cfg, "train").retrain(src.arch, args.out, workers=args.workers, use_gpu=args.gpus)
-    val, test = (metrics.get(k, float("nan")) for k in ("val_accuracy", "test_accuracy"))
-    print(f"trained {src.description} for {settings.epochs} epoch(s) on {args.workers} worker(s): val_accuracy "
-          f"{val:.4f}, test_accuracy {test:.4f}")
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("val_", "test_"))
+                       and not k.endswith("_loss") and isinstance(v, int | float))  # the task's: val_accuracy, ...
+    print(f"trained {src.description} for {settings.epochs} epoch(s) on {args.workers} worker(s): {scores}")
     print(f"files: {args.out}/weights.pt, arch.json, metrics.json")
     return 0
 

@@ -167,13 +167,15 @@ class RunFolder:
                          key=lambda r: r["value"], reverse=(mode == "max"))
         n_failed = sum(r.get("status") in ("failed", "oom") and not r.get("cached") for r in records)  # oom: a failure
         n_cached = sum(bool(r.get("cached")) for r in records)
+        # the test split's score of the metric searched on (test_miou beside val_miou), else test_accuracy
+        test = "test_" + metric[4:] if metric.startswith("val_") else "test_accuracy"
         lines = [f"# Leaderboard ({metric}, {mode}; {len(ok)} architectures trained, {len(stopped)} stopped "
                  f"early, {n_failed} failed, {n_cached} cached answers)", "",
-                 f"| rank | {metric} | test_accuracy | params | flops | arch_id | trial | assignment |",
+                 f"| rank | {metric} | {test} | params | flops | arch_id | trial | assignment |",
                  "|---:|---:|---:|---:|---:|---|---|---|"]
         for i, r in enumerate(ok[:top], 1):
             m = r.get("metrics", {})
-            lines.append(f"| {i} | {r['value']:.4f} | {_fmt(m.get('test_accuracy'))} | {m.get('params', '')} | "
+            lines.append(f"| {i} | {r['value']:.4f} | {_fmt(m.get(test))} | {m.get('params', '')} | "
                          f"{m.get('flops', '')} | {r.get('arch_id', '')} | {r.get('trial_id', '')} | "
                          f"`{_compact(r.get('assignment'))}` |")
         if stopped:

@@ -253,7 +253,8 @@ def test_nas_search_ranks_by_the_task_s_metric(cluster, tmp_path, monkeypatch, c
         assert 0.0 <= r["metrics"]["test_success_rate"] <= 1.0
     best = max(ok, key=lambda r: r["value"])
     assert f"best: {metric} {best['value']:.6g}" in capsys.readouterr().out
-    assert metric in (out / "leaderboard.md").read_text()
+    board = (out / "leaderboard.md").read_text()
+    assert f"# Leaderboard ({metric}, max" in board and "| test_auc |" in board
     g = nas.load_architecture(out / "best.json")
     assert g.graph["space"] == space
 
