@@ -167,6 +167,13 @@ def test_export_of_a_network_of_several_inputs_normalises_its_images(cache, tmp_
         assert torch.allclose(got, want, atol=1e-5), task
 
 
+def test_nas_export_takes_the_task_of_the_run_s_data_set(cache):
+    from nas.cli import _task_of
+
+    assert _task_of({"dataset": TASKS["segmentation"][0], "data_cache": cache}) == "segmentation"
+    assert _task_of({"dataset": "folder", "data_root": "/no/such/folder"}) is None and _task_of({}) is None
+
+
 def test_exported_train_py_trains_each_task(cache, tmp_path, capsys, monkeypatch):
     """train.py, exported with the search's preprocessing for each task, trains on the task's .npy arrays (one
     epoch), reports the task's scores and saves weights that load into the architecture."""
