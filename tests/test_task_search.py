@@ -175,32 +175,41 @@ def test_nas_export_takes_the_task_of_the_run_s_data_set(cache):
 
 
 def test_exported_train_py_trains_each_task(cache, tmp_path, capsys, monkeypatch):
-    """train.py, exported with the search's preprocessing for each task, trains on the task's .npy arrays (one
-    epoch), reports the task's scores and saves weights that load into the architecture."""
+    """train.py, exported with the search's preprocessing for each task, reads the task's .npy arrays: given the
+    worker's trained weights (--epochs 0) it scores the test split as the worker did, and it trains (one epoch),
+    reporting the task's scores and saving weights that load into the architecture."""
     import runpy
 
     import numpy as np
 
+    def run(folder, *argv):
+        monkeypatch.setattr("sys.argv", ["train.py", "--data", str(folder), *argv])
+        runpy.run_path(str(folder / "train.py"), run_name="__main__")
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith("test_loss")).split()
+        return out, dict(zip(line[::2], map(float, line[1::2]), strict=True))
+
     for task in sorted(TASKS):
         data = _data(task, cache)
         g = _graph(task, data)
+        trainer, _ = _train(task, data)
+        worker = trainer.evaluate("test")
         folder = tmp_path / task
         folder.mkdir()
-        for split in ("train", "test"):
+        for split in ("train", "val", "test"):
             for f, a in data.splits[split].gather().items():
                 np.save(folder / f"{f}_{split}.npy", a)
-        nas.export(g, "python", folder / "net.py", with_train=True, preprocessing=data.preprocessing, task=task,
+        nas.export(g, "python", folder / "net.py", weights=trainer.model, with_train=True,
+                   preprocessing=data.preprocessing, task=task,
                    train_config={"batch_size": 8, "optimizer": "adamw", "lr": 0.01, "bn_recalibration": 16})
-        monkeypatch.setattr("sys.argv", ["train.py", "--data", str(folder), "--epochs", "1"])
-        runpy.run_path(str(folder / "train.py"), run_name="__main__")
-        out = capsys.readouterr().out
+        _, scores = run(folder, "--epochs", "0", "--init-weights", str(folder / "net.weights.pt"))
+        for k, v in worker.items():
+            assert scores[f"test_{k}"] == pytest.approx(v, abs=1e-4), (task, k)
+        out, scores = run(folder, "--epochs", "1")
         main_metric = OBJECTIVE[task][4:]
         assert f"training Net for {task}" in out and "the network normalises its images as the search did" in out
-        test_line = next(line for line in out.splitlines() if line.startswith("test_loss"))
-        scores = dict(zip(test_line.split()[::2], map(float, test_line.split()[1::2]), strict=True))
         assert 0.0 <= scores[f"test_{main_metric}"] <= 1.0 and f"val_{main_metric}" in out
-        state = torch.load(folder / "net.trained.pt", weights_only=True)
-        build(g).load_state_dict(state)  # the architecture's keys and shapes
+        build(g).load_state_dict(torch.load(folder / "net.trained.pt", weights_only=True))
 
 
 # every strategy on every task: the pair run through Ray below is not repeated here; candidates really trained
