@@ -121,7 +121,8 @@ def test_failing_candidates_are_recorded_and_the_search_goes_on(cluster, tmp_pat
 def test_killed_driver_resumes_without_losing_or_repeating(cluster, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "resnet", "--strategy", "random", "--budget", "8",
-           "--epochs", "1", "--max-params", "150000", "--workers", "1", "--seed", "5", "--out", str(out), "--address", cluster]
+           "--epochs", "1", "--max-params", "150000", "--workers", "1", "--seed", "5", "--out", str(out),
+           "--address", cluster]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

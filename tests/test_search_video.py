@@ -22,7 +22,7 @@ CLIP = [1, 20, 8, 8]
 def _search(out: Path, space: str, strategy: str, budget: int, *extra: str) -> list[dict]:
     argv = ["search", "--space", space, "--strategy", strategy, "--budget", str(budget), "--dataset", DATA,
             "--epochs", "1", "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.01", "--seed", "0",
-            "--workers", "2", "--max-params", "100000", "--out", str(out), *extra]
+            "--workers", "2", "--max-params", "500000", "--out", str(out), *extra]
     assert main(argv) == 0
     return [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
 
