@@ -2,7 +2,7 @@
 larger canvas (``rts_digits``, `workers.generated`), a small CNN with the STN (op ``stn``) in front beats the
 same CNN without it, over several seeds.
 
-    python benchmarks/stn_digits.py [--seeds 5] [--epochs 20] [--side 32] [--per-class 500] \
+    python benchmarks/stn_digits.py [--seeds 5] [--epochs 20] [--side 32] [--per-class 500] [--grad-scale G] \
         [--json results/stn_digits/stn_digits.json] [--export-check DIR] | tee results/stn_digits/stn_digits.txt
 
 The two networks are the presets ``rts_cnn`` and ``rts_cnn_stn`` of the ``vgg_stn`` space (`search_spaces.stn`:
