@@ -1,5 +1,5 @@
 """Does the spatial transformer help? Issue 20's claim: on digits randomly rotated, scaled and translated on a
-larger canvas (``rts_digits``, `workers.generated`), a small CNN with the STN (op ``stn``) in front beats the
+larger canvas (``rts_digits``, `workers.data.generated`), a small CNN with the STN (op ``stn``) in front beats the
 same CNN without it, over several seeds.
 
     python benchmarks/stn_digits.py [--seeds 5] [--epochs 20] [--side 32] [--per-class 500] [--grad-scale G] \
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nas  # noqa: E402
 from workers.data import from_arrays  # noqa: E402
+from workers.data.generated import rts_digits  # noqa: E402
 from workers.data.splits import split_indices  # noqa: E402
 from workers.data.stats import channel_stats  # noqa: E402
-from workers.generated import rts_digits  # noqa: E402
 from workers.training import Trainer, TrainSettings  # noqa: E402
 
 ARMS = {"cnn": "rts_cnn", "cnn+stn": "rts_cnn_stn"}
