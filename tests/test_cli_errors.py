@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +79,7 @@ BAD_SEARCHES = [
 @pytest.mark.parametrize("args,needle", BAD_SEARCHES, ids=[" ".join(a) for a, _ in BAD_SEARCHES])
 def test_a_bad_setting_is_one_line_and_exit_2_before_ray_starts(args, needle, tmp_path, capsys, no_ray):
     out = tmp_path / "run"
-    start = time.monotonic()
-    assert main(["search", "--out", str(out), *args]) == 2
-    assert time.monotonic() - start < 10
+    assert main(["search", "--out", str(out), *args]) == 2  # no_ray: Ray is never started
     one_error(capsys, needle)
     assert not (out / "evaluations.jsonl").exists()
     if "--resume" in args:
@@ -136,10 +133,9 @@ def test_debug_shows_the_traceback_and_a_bug_is_not_hidden(tmp_path, monkeypatch
 def test_the_process_prints_one_line_and_starts_no_ray(tmp_path):
     out = tmp_path / "run"
     for args, needle in ((["--space-option", "foo=1"], "no option(s) ['foo']"),):
-        start = time.monotonic()
         p = subprocess.run([sys.executable, "-m", "nas.cli", "search", "--out", str(out), *args],
-                           capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=60)
-        assert time.monotonic() - start < 30
+                           capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120)
+        assert not (out / "evaluations.jsonl").exists()  # refused before any trial (no wall-clock bound: CI is shared)
         assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
         assert p.stderr.startswith("nas: error: ") and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
         assert not re.search(r"\bray\b", p.stdout + p.stderr, re.IGNORECASE)

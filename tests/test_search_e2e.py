@@ -127,7 +127,7 @@ def test_killed_driver_resumes_without_losing_or_repeating(cluster, tmp_path):
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     journal = out / "evaluations.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a deadline against hanging, not a speed check: CI machines are shared
     while time.monotonic() < deadline:
         if journal.exists() and len(journal.read_text().splitlines()) >= 3:
             break
