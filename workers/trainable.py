@@ -14,8 +14,10 @@ train_loss, train_accuracy, val_loss, val_accuracy, lr, train_seconds, epoch_sec
 scores being the data set's task's: val_miou, val_map, ...) plus status="ok", device, params, flops and latency_ms
 (the median of `latency_reps` timed eval-mode forwards of a batch of `latency_batch_size`, reported beside it, after
 warm-up passes; on a GPU shared with other trials measured while none of them trains on it,
-`workers.devices.DeviceLease`); the last report adds the test split's loss and scores of the final model (test_loss,
-test_accuracy: the task's, `workers.tasks`). The test split is evaluated once, at the end, and only reported.
+`workers.devices.DeviceLease`; ``latency_seconds`` is what the measurement took); the last report adds the test
+split's loss and scores of the final model (test_loss, test_accuracy: the task's, `workers.tasks`) and
+``test_seconds``, what that evaluation took (neither time is in ``train_seconds``). The test split is evaluated
+once, at the end, and only reported.
 
 Checkpoints hold ``model.pt`` (the model's state_dict, contiguous CPU tensors, loadable into
 `nas.build(graph)`), ``train_state.pth`` (optimizer, step, RNG states: what a resume needs),
@@ -54,6 +56,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -65,7 +68,7 @@ from nas.graph import input_shapes
 from nas.preprocessing import PREPROCESSING_FILE
 from nas.train_settings import TrainSettings
 from workers.data import DatasetSplits, load_dataset
-from workers.devices import CUDA, OOM, DeviceLease, failure_kind, trial_devices
+from workers.devices import CUDA, OOM, DeviceLease, failure_kind, seed_torch, trial_devices
 from workers.tasks import FAILED_METRICS, task_for
 from workers.training import Trainer, measure_latency
 
@@ -208,14 +211,17 @@ def _limit_threads() -> dict[str, float]:
 
 
 def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
-    from nas.builder import build, count_flops, count_params
+    from nas.builder import build, count_flops
     from nas.graph import from_dict, to_json
 
     if "arch" not in config:
         raise KeyError("config has no 'arch' (the architecture as nas.graph.to_dict output)")
     t = train_settings(config.get("train"))
+    settings = TrainSettings(**t)
     g = from_dict(config["arch"], "config['arch']")
-    progress.update(params=count_params(g), flops=count_flops(g))
+    seed_torch(settings.seed)
+    model = build(g)  # on the CPU; its parameters are the count (no second build on the meta device)
+    progress.update(params=sum(p.numel() for p in model.parameters()), flops=count_flops(g))
     resources = _limit_threads()
     devices = trial_devices()
     device = devices.device
@@ -223,9 +229,6 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     lease = DeviceLease.for_devices(devices, resources.get("GPU", 0.0))  # None unless it shares a GPU
     data = cached_dataset(t)
     check_inputs(g, data)
-    settings = TrainSettings(**t)
-    torch.manual_seed(settings.seed)
-    model = build(g)
     task = task_for(data)
     task.check(tuple(model.output_shape), data)
     trainer = Trainer(model, data, settings, device, task=task, drop_path_nodes=drop_path_nodes(g))
@@ -239,10 +242,12 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     progress["epoch"] = trainer.epoch
     if t["latency_reps"] > 0:  # alone on the device: no trial sharing its GPU trains meanwhile
         with lease.alone() if lease is not None else contextlib.nullcontext():
+            start = time.perf_counter()
             lat = measure_latency(trainer.model, input_shapes(g), batch_size=t["latency_batch_size"],
                                   reps=t["latency_reps"], amp=trainer.amp,
                                   channels_last=trainer.memory_format is not None)
-        progress.update(latency_ms=lat * 1e3, latency_batch_size=t["latency_batch_size"])
+        progress.update(latency_ms=lat * 1e3, latency_batch_size=t["latency_batch_size"],
+                        latency_seconds=time.perf_counter() - start)
     arch_json = to_json(g)
 
     if trainer.done:  # resumed from the final checkpoint: report the final result again
@@ -272,10 +277,11 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
 
 def _final(trainer: Trainer, data: DatasetSplits) -> dict[str, float]:
     """The test split's loss and the task's scores (``test_accuracy``, ``test_miou``, ...) and the task's extras
-    (the contrastive task's tracking ``test_success_rate``), once, at the end."""
+    (the contrastive task's tracking ``test_success_rate``), once, at the end; ``test_seconds`` is what that took."""
+    start = time.perf_counter()
     test = trainer.evaluate("test")
     extras = trainer.task.test_extras(getattr(trainer.model, "module", trainer.model), data, trainer.device)
-    return {f"test_{k}": v for k, v in {**test, **extras}.items()}
+    return {**{f"test_{k}": v for k, v in {**test, **extras}.items()}, "test_seconds": time.perf_counter() - start}
 
 
 def check_inputs(g, data: DatasetSplits) -> None:

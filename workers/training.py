@@ -56,7 +56,7 @@ from nas.drop_path import DropPath
 from nas.lr_schedule import LRSchedule
 from nas.train_settings import OPTIMIZERS, SCHEDULES, SettingsError, TrainSettings, lr_milestones_of
 from workers.data import Batches, DatasetSplits, InputTransform
-from workers.devices import amp_dtype, configure_backends, trial_devices
+from workers.devices import amp_dtype, configure_backends, seed_torch, trial_devices
 from workers.tasks import Classification, Task, task_for
 
 __all__ = ["AUX_WEIGHT", "OPTIMIZERS", "SCHEDULES", "CandidateFailed", "SettingsError", "TrainSettings", "Trainer",
@@ -162,7 +162,7 @@ class Trainer:
         nodes = list(drop_path_nodes)
         core = getattr(self.model, "module", self.model)  # DDP wraps the model
         self.drop_path = DropPath(core, nodes) if s.drop_path > 0 and nodes else None
-        torch.manual_seed(s.seed)  # dropout, drop-path and other in-graph randomness
+        seed_torch(s.seed)  # dropout, drop-path and other in-graph randomness (the model is on its device)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
         self.train_seconds = 0.0
