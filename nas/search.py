@@ -16,6 +16,7 @@ SIGKILL) therefore loses only trials that had not finished, and never records on
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -112,10 +113,17 @@ class SearchOutcome:
         return sum(bool(r.get("cached")) for r in self.records)
 
 
+DERIVED_EVERY_S = 2.0  # how often the files derived from the journal are rewritten during a search (seconds)
+
+
 class RunJournal:
     """The run folder's side of the search loop (`nas.loop.Journal`): every outcome is appended to
-    ``evaluations.jsonl`` (fsynced) before the strategy hears of it; after that the strategy snapshot,
-    best.json, the leaderboard and the progress line are refreshed."""
+    ``evaluations.jsonl`` (fsynced) before the strategy hears of it, and best.json is rewritten when the best
+    changes; after that the progress line is logged. The files derived from the journal alone (the strategy
+    snapshot, the leaderboard, the Pareto report) are rewritten at most every `DERIVED_EVERY_S` seconds, with the
+    last outcome of the budget, and at the end (`write_derived`): rewriting them after every outcome cost a
+    short trial a few milliseconds each, and a snapshot older than the journal loses nothing (the strategy
+    is rebuilt from it plus the evaluations journaled after it)."""
 
     def __init__(self, cfg: SearchConfig, folder: RunFolder, strategy: Strategy, log: Callable[[str], None],
                  objectives: list[Objective] | None = None):
@@ -127,6 +135,7 @@ class RunJournal:
         self.elapsed_before = max((r.get("elapsed_s", 0.0) for r in self.records), default=0.0)
         self.session_start = time.monotonic()
         self.session_done = 0
+        self.derived_at = -math.inf  # when the derived files were last written (time.monotonic)
         ranked = folder.ranked(self.records, self.mode)
         self.best = ranked[0] if ranked else None
 
@@ -167,7 +176,14 @@ class RunJournal:
                 self.folder.write_best(rec, to_dict(p.arch), self.metric)
 
     def told(self, p: Proposal, o: Outcome) -> None:
-        # derived from the journal (a lost or stale snapshot is rebuilt from it): written atomically, not fsynced
+        if len(self.records) >= self.cfg.budget or time.monotonic() - self.derived_at >= DERIVED_EVERY_S:
+            self.write_derived()
+        self._progress(self.records[-1])
+
+    def write_derived(self) -> None:
+        """Rewrite the strategy snapshot, the leaderboard and (several objectives) the Pareto report from the
+        records: derived from the journal (a lost or stale snapshot is rebuilt from it), so written atomically
+        but not fsynced."""
         atomic_write_json(self.folder.strategy_file, {"n_records": len(self.records),
                                                       "state": self.strategy.state_dict()}, durable=False)
         self.folder.write_leaderboard(self.records, self.metric, self.mode, durable=False)
@@ -175,7 +191,7 @@ class RunJournal:
             from nas import pareto_report
 
             pareto_report.write(self.folder.path, self.records, self.objectives, self.cfg.reference_point)
-        self._progress(self.records[-1])
+        self.derived_at = time.monotonic()
 
     def _progress(self, rec: dict[str, Any]) -> None:
         n, budget = len(self.records), self.cfg.budget
@@ -480,6 +496,24 @@ def _make_trial_callback(state: SearchState):
     return TrialFiles()
 
 
+def _no_tensorboard_logger():
+    """A Tune logger standing in for its TensorBoard logger, which Tune adds by default where tensorboardX is
+    installed: that one writes an event file per trial in the driver's loop and fsyncs it four times per trial
+    (14 ms of a short trial's overhead on a loaded machine), and nothing reads those files (the run folder's
+    journal is the record; Tune's CSV and JSON result files are still written)."""
+    from ray.tune.logger import LoggerCallback, TBXLoggerCallback
+
+    class NoTensorBoard(TBXLoggerCallback):
+        def __init__(self) -> None:  # no SummaryWriter: nothing to write
+            pass
+
+        log_trial_start = LoggerCallback.log_trial_start
+        log_trial_result = LoggerCallback.log_trial_result
+        log_trial_end = LoggerCallback.log_trial_end
+
+    return NoTensorBoard()
+
+
 def local_checkpoint(checkpoint: Any, dest: Path) -> Path:
     """A trial's checkpoint (a Ray ``Checkpoint``) as a folder on this machine: its own where the storage is this
     machine's disk; else (``--storage s3://...``, ``gs://...``) its files but the optimiser state (``*.pth``)
@@ -657,8 +691,12 @@ def search(cfg: SearchConfig, folder: RunFolder, strategy: Strategy, evaluation:
     if state.records:
         log(f"resuming {folder.path}: {len(state.records)} evaluations on record, "
             f"{max(cfg.budget - len(state.records), 0)} to go")
-    if len(state.records) < cfg.budget:
-        run_trials(state, session)
+    try:
+        if len(state.records) < cfg.budget:
+            run_trials(state, session)
+    finally:  # what the last outcomes changed, also when the search was interrupted
+        if state.journal.session_done:
+            state.journal.write_derived()
     metric, mode = state.objectives[0].metric, state.objectives[0].mode
     folder.write_leaderboard(state.records, metric, mode)
     folder.plot(state.records, metric, mode)
@@ -846,7 +884,7 @@ def run_trials(state: SearchState, session: str = "session") -> None:
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=0, stop=make_stopper(stop, state.log),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                callbacks=[_make_trial_callback(state)],
+                callbacks=[_make_trial_callback(state), _no_tensorboard_logger()],
             ),
         )
         state.log(f"searching {cfg.space} with {cfg.strategy}: budget {cfg.budget}, {workers} trial(s) at once, "

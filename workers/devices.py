@@ -127,7 +127,7 @@ def seed_torch(seed: int) -> None:
     """``torch.manual_seed(seed)`` for a process that trains on the CPU or on CUDA: the CPU generator, and CUDA's
     where CUDA is initialised (call it after the model is on its device). ``torch.manual_seed`` also queues a
     seeding of every accelerator not yet initialised (CUDA, XPU, MTIA), formatting a stack trace for each on every
-    call: about 1 ms a call, 5 ms on a loaded Ray worker, and a queue that grows by three entries per trial on a
+    call: about 1 ms a call, 5 ms on a loaded Ray worker, and a queue that grows by three entries per call on a
     reused actor that never touches CUDA."""
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_initialized():
