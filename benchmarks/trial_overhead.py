@@ -84,6 +84,7 @@ class Spans:
 
         self.spans: dict[str, list[float]] = {}
         self.pids: dict[str, int] = {}
+        self.totals: dict[str, float] = {}  # Tune's time_total_s of each trial (time inside the trainable)
         outer = self
 
         class Callback(tune.Callback):
@@ -93,6 +94,7 @@ class Spans:
             def on_trial_complete(self, iteration, trials, trial, **info):
                 outer.spans[trial.trial_id].append(time.perf_counter())
                 outer.pids[trial.trial_id] = (trial.last_result or {}).get("pid", 0)
+                outer.totals[trial.trial_id] = (trial.last_result or {}).get("time_total_s", float("nan"))
 
         self.callback = Callback()
 
@@ -111,6 +113,7 @@ def summarise(rows: list[dict], spans: Spans, fit_start: float, cpus: int) -> di
     return {
         "trials": len(rows), "train": statistics.mean(r["train"] for r in rows),
         "in_trial": statistics.mean(r["in_trial"] for r in warm), "span": statistics.mean(r["span"] for r in warm),
+        "measure": statistics.mean(r["measure"] for r in warm),
         "span_median": statistics.median(r["span"] for r in warm),
         "cold_span": statistics.mean(r["span"] for r in cold),
         "steady_slot": ((last - first) * cpus - total_train) / len(rows), "startup": first - fit_start,
@@ -142,6 +145,7 @@ def run_tuner(kind: str, trials: int, cpus: int, storage: Path, tag: str) -> dic
             raise RuntimeError(f"trial failed: {r.error or m.get('error')}")
         start, end = spans.spans[m["trial_id"]]
         rows.append({"train": m["train_seconds"], "in_trial": m["time_total_s"] - m["train_seconds"],
+                     "measure": m.get("test_seconds", 0.0) + m.get("latency_seconds", 0.0),
                      "span": end - start - m["train_seconds"], "pid": m["pid"], "start": start})
     return summarise(rows, spans, t0, cpus)
 
@@ -180,7 +184,9 @@ def run_driver(trials: int, cpus: int, out: Path) -> dict:
         if r["status"] != "ok":
             raise RuntimeError(f"trial failed: {r.get('error')}")
         start, end = spans.spans[r["trial_id"]]
-        rows.append({"train": m["train_seconds"], "in_trial": float("nan"), "span": end - start - m["train_seconds"],
+        in_trial = spans.totals.get(r["trial_id"], float("nan")) - m["train_seconds"]
+        rows.append({"train": m["train_seconds"], "in_trial": in_trial, "span": end - start - m["train_seconds"],
+                     "measure": m.get("test_seconds", 0.0) + m.get("latency_seconds", 0.0),
                      "pid": pids.get(r["trial_id"], 0), "start": start})
     return summarise(rows, spans, t0, cpus)
 
@@ -233,8 +239,10 @@ def main() -> None:
     print("# span = driver's trial start to end minus train (warm mean, warm median, cold mean); in-trial (warm) =")
     print("# Tune's time_total_s minus train; steady slot = (first start to last end x concurrency - total train) /")
     print("# trials; startup = fit() to the first trial's start (once)")
-    print(f"{'round':>5} {'kind':>10} {'processes':>9} {'train':>7} {'in-trial':>9} {'span':>7} {'median':>7} "
-          f"{'cold':>7} {'steady slot':>11} {'startup':>8}")
+    print("# test+lat = the trial's test evaluation and latency measurement (test_seconds + latency_seconds, warm")
+    print("# mean): work it is asked to do, inside in-trial and span")
+    print(f"{'round':>5} {'kind':>10} {'processes':>9} {'train':>7} {'in-trial':>9} {'test+lat':>8} {'span':>7} "
+          f"{'median':>7} {'cold':>7} {'steady slot':>11} {'startup':>8}")
     runs = []
     try:
         for rnd in range(args.repeats):
@@ -247,8 +255,8 @@ def main() -> None:
                 r["kind"] = kind
                 runs.append(r)
                 print(f"{rnd:>5} {kind:>10} {r['processes']:>9} {r['train']:>7.3f} {r['in_trial']:>9.3f} "
-                      f"{r['span']:>7.3f} {r['span_median']:>7.3f} {r['cold_span']:>7.2f} {r['steady_slot']:>11.3f} "
-                      f"{r['startup']:>8.2f}", flush=True)
+                      f"{r['measure']:>8.3f} {r['span']:>7.3f} {r['span_median']:>7.3f} {r['cold_span']:>7.2f} "
+                      f"{r['steady_slot']:>11.3f} {r['startup']:>8.2f}", flush=True)
     finally:
         ray.shutdown()
     print()
@@ -258,7 +266,9 @@ def main() -> None:
             return statistics.mean(r[key] for r in rs)
 
         print(f"{kind}: per warm trial {mean('span'):.3f} s span overhead (median {mean('span_median'):.3f} s), "
-              f"{mean('in_trial'):.3f} s of it in the trial; first trial per worker {mean('cold_span'):.2f} s; "
+              f"{mean('in_trial'):.3f} s of it in the trial ({mean('measure'):.3f} s test evaluation and latency "
+              f"measurement, {mean('span') - mean('measure'):.3f} s of the span besides them); first trial per "
+              f"worker {mean('cold_span'):.2f} s; "
               f"all trials {mean('span_all'):.3f} s; steady slot {mean('steady_slot'):.3f} s; training "
               f"{mean('train'):.3f} s")
     print(f"(load average after: {os.getloadavg()[0]:.2f})")
