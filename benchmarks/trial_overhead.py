@@ -207,6 +207,9 @@ def _Both(a, b):
             a.on_trial_complete(*args, **kw)
             b.on_trial_complete(*args, **kw)
 
+        def on_step_end(self, *args, **kw):
+            a.on_step_end(*args, **kw)
+
     return Both()
 
 

@@ -120,10 +120,12 @@ class RunJournal:
     """The run folder's side of the search loop (`nas.loop.Journal`): every outcome is appended to
     ``evaluations.jsonl`` (fsynced) before the strategy hears of it, and best.json is rewritten when the best
     changes; after that the progress line is logged. The files derived from the journal alone (the strategy
-    snapshot, the leaderboard, the Pareto report) are rewritten at most every `DERIVED_EVERY_S` seconds, with the
-    last outcome of the budget, and at the end (`write_derived`): rewriting them after every outcome cost a
-    short trial a few milliseconds each, and a snapshot older than the journal loses nothing (the strategy
-    is rebuilt from it plus the evaluations journaled after it)."""
+    snapshot, the leaderboard, the Pareto report) are rewritten at most every `DERIVED_EVERY_S` seconds: after an
+    outcome when that long has passed since the last write, else by `write_derived_if_due` (Tune's loop calls it
+    every step, so they lag the journal by about that long at most), with the last outcome of the budget, and at
+    the end (`write_derived`). Rewriting them after every outcome cost a short trial a few milliseconds each, and
+    a snapshot older than the journal loses nothing (the strategy is rebuilt from it plus the evaluations
+    journaled after it)."""
 
     def __init__(self, cfg: SearchConfig, folder: RunFolder, strategy: Strategy, log: Callable[[str], None],
                  objectives: list[Objective] | None = None):
@@ -136,6 +138,7 @@ class RunJournal:
         self.session_start = time.monotonic()
         self.session_done = 0
         self.derived_at = -math.inf  # when the derived files were last written (time.monotonic)
+        self.derived_stale = False  # outcomes on record that the derived files do not show yet
         ranked = folder.ranked(self.records, self.mode)
         self.best = ranked[0] if ranked else None
 
@@ -176,9 +179,17 @@ class RunJournal:
                 self.folder.write_best(rec, to_dict(p.arch), self.metric)
 
     def told(self, p: Proposal, o: Outcome) -> None:
-        if len(self.records) >= self.cfg.budget or time.monotonic() - self.derived_at >= DERIVED_EVERY_S:
+        self.derived_stale = True
+        if len(self.records) >= self.cfg.budget:
             self.write_derived()
+        else:
+            self.write_derived_if_due()
         self._progress(self.records[-1])
+
+    def write_derived_if_due(self) -> None:
+        """`write_derived` where outcomes came since the last write and that was `DERIVED_EVERY_S` ago."""
+        if self.derived_stale and time.monotonic() - self.derived_at >= DERIVED_EVERY_S:
+            self.write_derived()
 
     def write_derived(self) -> None:
         """Rewrite the strategy snapshot, the leaderboard and (several objectives) the Pareto report from the
@@ -192,6 +203,7 @@ class RunJournal:
 
             pareto_report.write(self.folder.path, self.records, self.objectives, self.cfg.reference_point)
         self.derived_at = time.monotonic()
+        self.derived_stale = False
 
     def _progress(self, rec: dict[str, Any]) -> None:
         n, budget = len(self.records), self.cfg.budget
@@ -471,11 +483,14 @@ def _make_trial_callback(state: SearchState):
 
     class TrialFiles(Callback):
         """Record where each finished trial's checkpoint is (``checkpoints.jsonl`` in the run folder), copy
-        the best trial's weights into the run folder as it appears, and log the evaluation's per-epoch
-        progress lines where it has them."""
+        the best trial's weights into the run folder as it appears, log the evaluation's per-epoch
+        progress lines where it has them, and bring the derived files up to date once due (`RunJournal`)."""
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             state.trial_started(trial.trial_id)
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            state.journal.write_derived_if_due()  # outcomes the leaderboard and snapshot skipped, once due
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             line = state.evaluation.epoch_line(result)

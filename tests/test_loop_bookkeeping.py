@@ -15,7 +15,7 @@ from nas.evaluation import DataInfo, Evaluation
 from nas.graph import ArchGraph
 from nas.loop import LATER, AskTellLoop, BuildArchitecture, Deduplicate, Outcome, run_in_process
 from nas.results import RunFolder
-from nas.search import SearchOutcome, SearchState, restore_strategy
+from nas.search import DERIVED_EVERY_S, SearchOutcome, SearchState, restore_strategy
 from nas.space import SpaceError
 from nas.strategies.base import Strategy
 
@@ -133,6 +133,26 @@ def test_resume_tells_the_strategy_the_partial_value_and_keeps_stopped_in_the_ca
     assert again.strategy.heard == [(A(4), 0.7)]
     again.next_config("u1")  # A(4, "b") answered from the stopped record; A(2) goes to a trial
     assert again.records[1]["status"] == "stopped" and again.records[1]["cached"] == "t0"
+
+
+def test_the_derived_files_are_rewritten_once_due_and_with_the_last_outcome(tmp_path):
+    state = make_state(tmp_path, [A(2), A(4), A(8)], budget=3)
+    board, snapshot = tmp_path / "leaderboard.md", tmp_path / "strategy_state.json"
+    state.next_config("t0")
+    report(state, "t0", 0.5)  # the first outcome: written at once
+    assert "| t0 |" in board.read_text() and json.loads(snapshot.read_text())["n_records"] == 1
+    state.next_config("t1")
+    report(state, "t1", 0.6)  # within DERIVED_EVERY_S of that write: journaled (fsynced), derived files later
+    assert [r["trial_id"] for r in RunFolder(tmp_path).records()] == ["t0", "t1"]
+    assert "| t1 |" not in board.read_text() and json.loads(snapshot.read_text())["n_records"] == 1
+    state.journal.write_derived_if_due()  # what Tune's loop calls every step: not due yet
+    assert "| t1 |" not in board.read_text()
+    state.journal.derived_at -= DERIVED_EVERY_S  # as when that much time has passed
+    state.journal.write_derived_if_due()
+    assert "| t1 |" in board.read_text() and json.loads(snapshot.read_text())["n_records"] == 2
+    state.next_config("t2")
+    report(state, "t2", 0.7)  # the budget's last outcome: written at once
+    assert "| t2 |" in board.read_text() and json.loads(snapshot.read_text())["n_records"] == 3
 
 
 # -- 2. in-flight duplicates wait for their twin; the summary counts ---------------------------------------
