@@ -4,6 +4,7 @@ local Ray cluster per test module that asks for it (``ray.init`` takes seconds),
 inherit the variable)."""
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -36,12 +37,24 @@ def modules_loaded_by(imports: str) -> list[str]:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+@contextlib.contextmanager
+def ray_temp_dir():
+    """A short temp dir for a Ray instance, removed afterwards: Ray's socket paths under it must fit in 107 bytes,
+    which pytest's tmp paths (``/tmp/pytest-of-USER/pytest-N/popen-gwK/...`` under pytest-xdist) can exceed."""
+    path = tempfile.mkdtemp(prefix="gn-ray-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A 2-CPU Ray cluster on this machine for the module's tests, its temp dir in pytest's; yields its
-    address (for ``--address``)."""
+def cluster():
+    """A 2-CPU Ray cluster on this machine for the module's tests, its temp dir a short one of its own; yields
+    its address (for ``--address``)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
-             configure_logging=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with ray_temp_dir() as temp:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, configure_logging=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ray_temp_dir
 
 import nas
 from nas.config import SearchConfig
@@ -31,15 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def gpu_cluster(tmp_path_factory):
+def gpu_cluster():
     """A Ray instance with 2 CPUs and 2 declared GPUs."""
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trainables below, in the workers
-    with pytest.MonkeyPatch.context() as env:  # Ray refuses 2 declared GPUs where CUDA_VISIBLE_DEVICES lists fewer
+    # Ray refuses 2 declared GPUs where CUDA_VISIBLE_DEVICES lists fewer
+    with pytest.MonkeyPatch.context() as env, ray_temp_dir() as temp:
         env.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
-                 configure_logging=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=temp, configure_logging=False,
+                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
         yield
         ray.shutdown()
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

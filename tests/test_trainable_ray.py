@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ray_temp_dir
 
 from nas.graph import ArchGraph, to_dict
 from workers.trainable import (
@@ -62,8 +63,12 @@ def results(tmp_path_factory):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     tmp = tmp_path_factory.mktemp("ray")
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "r"), log_to_driver=False,
-             configure_logging=False)
+    with ray_temp_dir() as temp_dir:
+        yield from _results(tune, tmp, temp_dir)
+
+
+def _results(tune, tmp, temp_dir):
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False, configure_logging=False)
     try:
         good, bad = tiny_arch(), tiny_arch(classes=7)
         tuner = tune.Tuner(
