@@ -58,20 +58,9 @@ def _clip_entries(folder: Path) -> list[Path]:
 def scan_clips(root: str | os.PathLike | None, cache: Path) -> ClipScan:
     """The layout, clips and headers of a clip folder; headers read once per version of its files."""
     layout = class_layout(root, CLIPS, "*.npy")
-    clips: dict[str, list[tuple[int, Path]]] = {}
-    stats = []
-    for part, classes in layout.parts.items():
-        clips[part] = []
-        for label, folder in classes:
-            found = _clip_entries(folder)
-            if not found:
-                raise DatasetError(f"clips data set: class folder {folder} holds no clips (.npy files or folders "
-                                   "of frames)")
-            for c in found:
-                files = image_files(c) if c.is_dir() else [c]
-                stats.append([[str(f.relative_to(layout.root)), f.stat().st_size, f.stat().st_mtime_ns]
-                              for f in files])
-                clips[part].append((label, c))
+    clips = layout.entries(_clip_entries, CLIPS, "clips (.npy files or folders of frames)")
+    stats = [[layout.file_stat(f) for f in (image_files(c) if c.is_dir() else [c])]
+             for part in clips for _, c in clips[part]]
     fingerprint = digest([str(layout.root.resolve()), stats])
 
     def headers() -> list[list[Any]]:

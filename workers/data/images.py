@@ -51,6 +51,25 @@ class ClassLayout:
     classes: tuple[str, ...]
     parts: dict[str, tuple[tuple[int, Path], ...]]
 
+    def entries(self, listing: Callable[[Path], list[Path]], what: str,
+                holds: str) -> dict[str, list[tuple[int, Path]]]:
+        """Per part, (label, entry) for every entry `listing` finds in each class folder, in order; a class folder
+        where it finds none is an error: ``<what> data set: class folder F holds no <holds>``."""
+        out: dict[str, list[tuple[int, Path]]] = {}
+        for part, classes in self.parts.items():
+            out[part] = []
+            for label, folder in classes:
+                found = listing(folder)
+                if not found:
+                    raise DatasetError(f"{what} data set: class folder {folder} holds no {holds}")
+                out[part].extend((label, f) for f in found)
+        return out
+
+    def file_stat(self, path: Path) -> list[Any]:
+        """What identifies a version of a file below the root: its relative path, size and modification time."""
+        st = path.stat()
+        return [str(path.relative_to(self.root)), st.st_size, st.st_mtime_ns]
+
 
 def _visible_dirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -167,19 +186,8 @@ def scan_folder(root: str | os.PathLike | None, cache: Path, what: str = "folder
     """The layout, files and headers of an image folder (see the module docstring); the headers are read once per
     version of the file list and kept in the cache folder."""
     layout = class_layout(root, what, "*.png")
-    files: dict[str, list[tuple[int, Path]]] = {}
-    stats = []
-    for part, classes in layout.parts.items():
-        files[part] = []
-        for label, folder in classes:
-            found = image_files(folder)
-            if not found:
-                raise DatasetError(f"{what} data set: class folder {folder} holds no images "
-                                   f"({', '.join(IMAGE_EXTENSIONS)})")
-            for f in found:
-                st = f.stat()
-                stats.append([str(f.relative_to(layout.root)), st.st_size, st.st_mtime_ns])
-                files[part].append((label, f))
+    files = layout.entries(image_files, what, f"images ({', '.join(IMAGE_EXTENSIONS)})")
+    stats = [layout.file_stat(f) for part in files for _, f in files[part]]
     fingerprint = digest([str(layout.root.resolve()), stats])
     paths = [f for part in files for _, f in files[part]]
     flat = cached_json(cache / f"headers-{fingerprint}.json", lambda: read_headers(paths, layout.root))
