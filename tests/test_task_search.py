@@ -212,6 +212,54 @@ def test_exported_train_py_trains_each_task(cache, tmp_path, capsys, monkeypatch
         build(g).load_state_dict(torch.load(folder / "net.trained.pt", weights_only=True))
 
 
+def test_exported_train_py_trains_a_task_as_the_worker_does(cache, tmp_path, capsys, monkeypatch):
+    """train.py's one training loop gives a task what the worker gives it: from the same initial weights, two epochs
+    of segmentation with drop-path (it rises from 0 in the first) and gradient clipping, and one of Siamese pairs
+    with augmentation, print the worker's training and validation loss and scores; augmentation that would move the
+    pixels but not the masks is refused, as the worker refuses it."""
+    import runpy
+
+    import numpy as np
+
+    def run(folder, *argv):
+        monkeypatch.setattr("sys.argv", ["train.py", "--data", str(folder), *argv])
+        runpy.run_path(str(folder / "train.py"), run_name="__main__")
+        return capsys.readouterr().out
+
+    for task, settings in (("segmentation", {"epochs": 2, "drop_path": 0.2, "grad_clip": 1.0}),
+                           ("contrastive", {"augment": "crop:2,flip"})):
+        data = _data(task, cache)
+        g = _graph(task, data)
+        folder = tmp_path / task
+        folder.mkdir()
+        for split in ("train", "val"):
+            for f, a in data.splits[split].gather().items():
+                np.save(folder / f"{f}_{split}.npy", a)
+        config = {**TRAIN, "batch_size": 8, "bn_recalibration": 16, **settings}
+        torch.manual_seed(0)
+        model = build(g)
+        torch.save(model.state_dict(), folder / "init.pt")
+        trainer = Trainer(model, data, TrainSettings(**config), "cpu", drop_path_nodes=drop_path_nodes(g))
+        worker = [trainer.run_epoch() for _ in range(config["epochs"])]
+        config.pop("latency_reps")
+        nas.export(g, "python", folder / "net.py", with_train=True, preprocessing=data.preprocessing, task=task,
+                   train_config=config)
+        out = run(folder, "--init-weights", str(folder / "init.pt"))
+        assert "no branch to drop" not in out and (task != "segmentation" or drop_path_nodes(g)), out
+        assert ("augmentation of training batches: crop:2,flip" in out) == (task == "contrastive"), out
+        epochs = [line.split()[2:-2] for line in out.splitlines() if line.startswith("epoch ")]
+        assert len(epochs) == len(worker), out
+        for words, metrics in zip(epochs, worker, strict=True):
+            printed = dict(zip(words[::2], map(float, words[1::2]), strict=True))
+            assert set(printed) == {k for k in metrics if k.startswith(("train_", "val_")) and k != "train_seconds"}
+            for k, v in printed.items():
+                assert v == pytest.approx(metrics[k], abs=1e-3), (task, k, out)
+        if task == "segmentation":
+            with pytest.raises(SystemExit, match="--augment crop:2 would move the pixels of the images but not their "
+                                                 "segmentation targets"):
+                run(folder, "--augment", "crop:2")
+
+
 # every strategy on every task: the pair run through Ray below is not repeated here; candidates really trained
 RAY = ("contrastive", "random")
 IN_PROCESS = [(t, s) for t in sorted(TASKS) for s in ("random", "evolution", "combo") if (t, s) != RAY]

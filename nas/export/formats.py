@@ -104,7 +104,7 @@ def export(arch: nx.DiGraph | str | os.PathLike, format: str, path: str | os.Pat
         if with_train:
             text = train_script(path.name, class_name, arch_id(g), tuple(g.graph["input_shape"]), config,
                                 drop_path_nodes(g), task=task or space_task(g),
-                                normalizes=input_normalization(g) is not None)
+                                preprocessing=input_normalization(g))
             written.append(atomic_write_text(path.parent / "train.py", text))
     else:
         model = _prepare(g, class_name, state)

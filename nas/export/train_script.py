@@ -13,11 +13,17 @@ SGD (momentum), AdamW or RMSprop, weight decay, label smoothing, the learning ra
 cosine, constant, step or reduce-on-plateau), gradient clipping, drop-path on the branches `nas.drop_path` names
 (computed from the architecture at export), the augmentation of `nas.augment` (the search's, or the data set's
 default; seeded as the worker seeds it), auxiliary heads (``model.aux_outputs``) weighted like the search's loss
-(heads whose width is not the classifier's are left out, with a note), a last batch of one dropped, and the
+(heads whose output shape is not the main output's are left out, with a note), a last batch of one dropped, and the
 batch-norm statistics re-estimated on ``bn_recalibration`` training examples before each evaluation. The
 augmentation, schedule and drop-path code is that of the worker, copied into train.py from `nas.augment`,
 `nas.lr_schedule` and `nas.drop_path.DropPath` at export (so train.py still needs only torch and numpy). It
-prints the loss and accuracy of every epoch and saves the trained state dict.
+prints the loss and scores of every epoch and saves the trained state dict.
+
+The task (classification, or one of `nas.tasks`: contrastive, segmentation, detection, multilabel) changes only
+the arrays read (``<field>_<split>.npy``), the loss and the scores, whose functions are copied from `nas.tasks`;
+one training loop serves every task, with what the worker's `workers.tasks` gives each: label smoothing for
+classification only, training batches scored except for detection, and augmentation refused where it would move
+the images but not their masks or boxes (segmentation, detection), as the worker refuses it.
 """
 
 from __future__ import annotations
@@ -112,12 +118,12 @@ def shared_code() -> str:
 
 def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tuple[int, ...],
                  config: TrainSettings, drop_path_nodes: list[str] | tuple[str, ...] = (),
-                 task: str = "classification", normalizes: bool = False) -> str:
+                 task: str = "classification", preprocessing: Mapping[str, Any] | None = None) -> str:
     """The text of train.py for the exported model file `model_file` (a name next to train.py); its
     DEFAULTS are `config`'s settings that train.py uses (`USED`; the augmentation resolved to the data set's
     default where the search left it to that), `drop_path_nodes` the modules drop-path may drop; `task` what it
-    trains the network for (`TASKS`; the loss and metrics of `nas.tasks` copied in); `normalizes`: the network
-    normalises its image inputs itself (the search's preprocessing, built in)."""
+    trains the network for (`TASKS`; the loss and metrics of `nas.tasks` copied in); `preprocessing`: the search's
+    (``{"scale", "mean", "std"}``) where the network normalises its image inputs itself (built in), else None."""
     if task not in TASKS:
         raise ExportError(f"train.py trains tasks {', '.join(TASKS)}; got {task!r}")
     defaults = {k: getattr(config, k) for k in USED}
@@ -128,7 +134,9 @@ def train_script(model_file: str, class_name: str, arch_id: str, input_shape: tu
             "__CLASS_REPR__": repr(class_name), "__INPUT_SHAPE__": repr(tuple(input_shape)),
             "__DEFAULTS__": "\n".join(lines), "__DROP_PATH_NODES__": repr(list(drop_path_nodes)),
             "__SHARED_CODE__": shared_code(), "__TASK__": repr(task), "__TASK_CODE__": task_code(task),
-            "__NORMALIZES__": repr(bool(normalizes))}
+            "__PREPROCESSING__": repr(None if preprocessing is None else {
+                "scale": float(preprocessing["scale"]), "mean": [float(v) for v in preprocessing["mean"]],
+                "std": [float(v) for v in preprocessing["std"]]})}
     text = _TEMPLATE
     for key, value in fill.items():
         text = text.replace(key, value)
@@ -141,7 +149,9 @@ _TEMPLATE = r'''"""Train __CLASS_NAME__ (graphnas architecture __ARCH_ID__). Nee
 
 DIR holds x_train.npy and y_train.npy (optionally x_val.npy/y_val.npy and x_test.npy/y_test.npy): inputs of
 shape (N, C, H, W) (or (N, D), (N, C, T, H, W)) as the data set gives them (e.g. uint8 pixels), labels
-integers 0..K-1. Without a validation split, --val-fraction of the training examples (seeded) are held out.
+integers 0..K-1. A network trained for another task reads its own fields, <field>_<split>.npy (TASK_FIELDS
+below: x2 for the second image of a pair, mask, proposals, gt_boxes, gt_labels). Without a validation split,
+--val-fraction of the training examples (seeded) are held out.
 
 Inputs: a network exported from a search normalises its inputs itself with the search's preprocessing
 (Net's input_scale, input_mean, input_std), so the arrays are fed to it as they are. Where their channels
@@ -152,10 +162,11 @@ A network without that step gets the arrays standardised that way here.
 --init-weights FILE starts from a state dict (e.g. the search's net.weights.pt); --epochs 0 then only
 evaluates it. Training is the search worker's: its optimizers, learning-rate schedules (warm-up; cosine,
 constant, step, plateau), gradient clipping, drop-path, augmentation of training batches (--augment, e.g.
-crop:4,flip,cutout:16; none: off), auxiliary heads in the loss, batch-norm statistics re-estimated on
---bn-recalibration training examples before every evaluation; the augmentation, schedule and drop-path code
-below is the worker's own, copied at export. The defaults below are the hyperparameters given at export.
-Prints loss and accuracy every epoch; saves the weights (a plain state dict: torch.load(path,
+crop:4,flip,cutout:16; none: off; refused for segmentation and detection), auxiliary heads in the loss,
+batch-norm statistics re-estimated on --bn-recalibration training examples before every evaluation; the
+augmentation, schedule and drop-path code below is the worker's own, copied at export, and so are the task's
+loss and scores. The defaults below are the hyperparameters given at export. Prints the loss and the task's
+scores (accuracy; auc; miou; map) every epoch; saves the weights (a plain state dict: torch.load(path,
 weights_only=True)) to --out.
 """
 
@@ -181,7 +192,8 @@ __DEFAULTS__
 }
 DROP_PATH_NODES = __DROP_PATH_NODES__  # the modules drop-path may drop: branches that feed a sum
 TASK = __TASK__  # what the network is trained for: classification, contrastive, segmentation, detection, multilabel
-NORMALIZES = __NORMALIZES__  # the network normalises its images itself (the search's preprocessing)
+# the search's preprocessing, which the network applies to its images itself (None: train.py standardises them)
+PREPROCESSING = __PREPROCESSING__
 
 
 __SHARED_CODE__
@@ -198,19 +210,46 @@ def load_model_class(path):
     return getattr(module, CLASS_NAME)
 
 
+# each task's arrays, <field>_<split>.npy: (the network's inputs in order, those of them that are images, the
+# targets), as graphnas' data sets store them; classification's are x_<split>.npy and y_<split>.npy
+TASK_FIELDS = {
+    "classification": (("x",), ("x",), ("y",)),  # y: (N,) integer labels 0..K-1
+    "contrastive": (("x", "x2"), ("x", "x2"), ("y",)),  # pairs, y = 1 for the same class
+    "segmentation": (("x",), ("x",), ("mask",)),  # (N, H, W) class of each pixel
+    "detection": (("x", "proposals"), ("x",), ("gt_boxes", "gt_labels")),  # (N, R, 4); (N, G, 4), (N, G) -1: none
+    "multilabel": (("x",), ("x",), ("y",)),  # (N, K) 0/1
+}
+INPUTS, IMAGES, TARGETS = TASK_FIELDS[TASK]
+# the worker's choices per task (workers/tasks.py): the score the plateau schedule follows (the search's metric),
+# whether training batches are scored, whether augmentation may move the images (not where it would leave the
+# masks or boxes behind)
+MAIN_SCORE = {"classification": "accuracy", "contrastive": "auc", "segmentation": "miou"}.get(TASK, "map")
+TRAIN_SCORED = TASK != "detection"
+AUGMENTS = TASK not in ("segmentation", "detection")
+MARGIN = 1.0  # the contrastive loss's sigma, as the worker's
+
+
 def load_split(folder, split):
-    fx, fy = folder / f"x_{split}.npy", folder / f"y_{split}.npy"
-    if not fx.exists() and not fy.exists() and split != "train":
+    """The split's arrays of TASK_FIELDS (a dict), None for a missing optional split; stops on bad files."""
+    files = {f: folder / f"{f}_{split}.npy" for f in INPUTS + TARGETS}
+    if split != "train" and not any(p.exists() for p in files.values()):
         return None
-    for f in (fx, fy):
-        if not f.is_file():
-            sys.exit(f"error: {f} is missing")
-    x, y = np.load(fx, allow_pickle=False), np.load(fy, allow_pickle=False)
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        sys.exit(f"error: {fy} must hold {len(x)} integer labels 0..K-1, got shape {y.shape} dtype {y.dtype}")
-    if x.ndim < 2 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        sys.exit(f"error: {fx} must hold numeric inputs of shape (N, C, ...) or (N, D), got {x.shape} {x.dtype}")
-    return x, y.astype(np.int64)
+    out = {}
+    for f, path in files.items():
+        if not path.is_file():
+            sys.exit(f"error: {path} is missing" + ("" if TASK == "classification" else
+                                                     f" (the {TASK} task reads {', '.join(INPUTS + TARGETS)})"))
+        out[f] = np.load(path, allow_pickle=False)
+    if TASK == "classification":
+        (fx, x), (fy, y) = ((files[f], out[f]) for f in ("x", "y"))
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            sys.exit(f"error: {fy} must hold {len(x)} integer labels 0..K-1, got shape {y.shape} dtype {y.dtype}")
+        if x.ndim < 2 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            sys.exit(f"error: {fx} must hold numeric inputs of shape (N, C, ...) or (N, D), got {x.shape} {x.dtype}")
+    n = {f: len(a) for f, a in out.items()}
+    if len(set(n.values())) != 1:
+        sys.exit(f"error: the {split} arrays differ in length: {n}")
+    return out
 
 
 def as_float(x):
@@ -247,11 +286,13 @@ def model_preprocessing(cls):
 
 
 @torch.no_grad()
-def recalibrate_bn(model, x, batch_size):
-    """Re-estimate batch-norm running statistics on `x` with the current weights (an equal-weight average
-    over training-mode batches), as the search's worker does before every evaluation."""
+def recalibrate_bn(model, xs, batch_size):
+    """Re-estimate batch-norm running statistics on the network inputs `xs` (a list of tensors, one per input)
+    with the current weights (an equal-weight average over training-mode batches), as the search's worker does
+    before every evaluation."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns or len(x) < 2:
+    n = len(xs[0])
+    if not bns or n < 2:
         return
     momenta = [m.momentum for m in bns]
     for m in bns:
@@ -259,11 +300,10 @@ def recalibrate_bn(model, x, batch_size):
         m.momentum = None
     model.train()
     try:
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            if len(xb) < 2:
+        for i in range(0, n, batch_size):
+            if len(xs[0][i:i + batch_size]) < 2:
                 break
-            model(xb)
+            model(*[x[i:i + batch_size] for x in xs])
     finally:
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum
@@ -271,15 +311,79 @@ def recalibrate_bn(model, x, batch_size):
             model.aux_outputs = []
 
 
+# -- what depends on the task: its loss and scores (the worker's, workers/tasks.py) -------------------------------
+
+
+def task_loss(out, b, num_classes, label_smoothing=0.0):
+    """The mean training loss of an output (the main one or an auxiliary head's) for batch `b` (a dict of fields)."""
+    if TASK == "classification":
+        return F.cross_entropy(out, b["y"], label_smoothing=label_smoothing)
+    if TASK == "contrastive":
+        f1, f2 = split_pair(out)
+        return contrastive_loss(f1, f2, b["y"], MARGIN)
+    if TASK == "segmentation":
+        return pixel_cross_entropy(out, b["mask"])
+    if TASK == "detection":
+        return fast_rcnn_loss(out, b["proposals"], b["gt_boxes"], b["gt_labels"], num_classes)
+    return multilabel_bce(out, b["y"])
+
+
+def loss_sum(out, b, num_classes):
+    """(The evaluation loss of a batch summed, the number of items it is over): per example, per pixel
+    (segmentation) or per label (multilabel), as the worker averages it."""
+    if TASK == "classification":
+        return F.cross_entropy(out.float(), b["y"], reduction="sum").item(), len(b["y"])
+    n = b["mask"].numel() if TASK == "segmentation" else b["y"].numel() if TASK == "multilabel" else len(out)
+    return task_loss(out, b, num_classes).item() * n, n
+
+
+def batch_scores(out, b, num_classes):
+    """What a batch adds to its split's scores (`scores_of`)."""
+    if TASK == "classification":
+        return (out.argmax(1) == b["y"]).sum().item(), len(b["y"])
+    if TASK == "contrastive":
+        f1, f2 = split_pair(out.float())
+        return matching_score(f1, f2).cpu(), b["y"].cpu(), float(pair_accuracy(f1, f2, b["y"], MARGIN))
+    if TASK == "segmentation":
+        return confusion_matrix(out, b["mask"], num_classes).cpu()
+    if TASK == "detection":
+        return (detect(out.float().cpu(), b["proposals"].cpu(), num_classes, tuple(b["x"].shape[-2:])),
+                b["gt_boxes"].cpu(), b["gt_labels"].cpu())
+    return out.float().cpu(), b["y"].cpu()
+
+
+def scores_of(parts, num_classes):
+    """A split's scores from its batches' `batch_scores`: accuracy; auc and pair_accuracy; miou and
+    pixel_accuracy; map (the first is the search's metric)."""
+    if TASK == "classification":
+        return {"accuracy": sum(p[0] for p in parts) / sum(p[1] for p in parts)}
+    if TASK == "contrastive":
+        same = torch.cat([p[1] for p in parts])
+        return {"auc": pair_auc(torch.cat([p[0] for p in parts]), same),
+                "pair_accuracy": sum(p[2] for p in parts) / len(same)}
+    if TASK == "segmentation":
+        conf = sum(parts[1:], parts[0])
+        return {"miou": mean_iou(conf), "pixel_accuracy": pixel_accuracy(conf)}
+    if TASK == "detection":
+        return {"map": map_at_50([d for p in parts for d in p[0]], torch.cat([p[1] for p in parts]),
+                                 torch.cat([p[2] for p in parts]), num_classes)}
+    return {"map": mean_average_precision(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))}
+
+
 @torch.no_grad()
-def evaluate(model, x, y, batch_size):
+def evaluate(model, data, batch_size, num_classes):
+    """Mean loss and the task's scores of `model` (in eval mode) on a split's tensors (a dict of fields), never
+    augmented."""
     model.eval()
-    correct, loss = 0, 0.0
-    for i in range(0, len(y), batch_size):
-        out = model(x[i:i + batch_size])
-        loss += F.cross_entropy(out.float(), y[i:i + batch_size], reduction="sum").item()
-        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
-    return loss / len(y), correct / len(y), correct
+    n = len(data[INPUTS[0]])
+    total, items, parts = 0.0, 0, []
+    for i in range(0, n, batch_size):
+        b = {f: t[i:i + batch_size] for f, t in data.items()}
+        out = model(*[b[f] for f in INPUTS])
+        s, k = loss_sum(out, b, num_classes)
+        total, items = total + s, items + k
+        parts.append(batch_scores(out, b, num_classes))
+    return {"loss": total / items, **scores_of(parts, num_classes)}
 
 
 def main(argv=None):
@@ -299,7 +403,7 @@ def main(argv=None):
     p.add_argument("--label-smoothing", type=float, default=DEFAULTS["label_smoothing"])
     p.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS["schedule"],
                    help="per-step cosine from --lr to 0, constant, step (times --lr-gamma at each of --lr-milestones) "
-                        "or plateau (times --lr-gamma when the validation accuracy stops improving)")
+                        "or plateau (times --lr-gamma when the validation score, the task's, stops improving)")
     p.add_argument("--lr-milestones", default=DEFAULTS["lr_milestones"], help="epochs of --schedule step, e.g. 30,60")
     p.add_argument("--lr-gamma", type=float, default=DEFAULTS["lr_gamma"])
     p.add_argument("--plateau-patience", type=int, default=DEFAULTS["plateau_patience"])
@@ -335,21 +439,23 @@ def main(argv=None):
     folder = Path(args.data)
     if not folder.is_dir():
         sys.exit(f"error: data folder {folder} does not exist")
-    if TASK != "classification":
-        return train_task(args, folder, milestones)
     train, val, test = (load_split(folder, s) for s in ("train", "val", "test"))
-    x_train, y_train = train
-    for name, split in (("val", val), ("test", test)):
-        if split is not None and split[0].shape[1:] != x_train.shape[1:]:
-            sys.exit(f"error: x_{name}.npy has per-example shape {split[0].shape[1:]}, x_train.npy {x_train.shape[1:]}")
+    if TASK == "classification":
+        for name, split in (("val", val), ("test", test)):
+            if split is not None and split["x"].shape[1:] != train["x"].shape[1:]:
+                sys.exit(f"error: x_{name}.npy has per-example shape {split['x'].shape[1:]}, x_train.npy "
+                         f"{train['x'].shape[1:]}")
+    n_train = len(train[INPUTS[0]])
     rng = np.random.default_rng(args.seed)
     if val is None and args.val_fraction > 0:
-        n_val = max(1, int(round(args.val_fraction * len(y_train))))
-        if n_val >= len(y_train):
-            sys.exit(f"error: cannot hold out {n_val} validation examples from {len(y_train)}")
-        perm = rng.permutation(len(y_train))
-        val = (x_train[perm[:n_val]], y_train[perm[:n_val]])
-        x_train, y_train = x_train[perm[n_val:]], y_train[perm[n_val:]]
+        n_val = max(1, int(round(args.val_fraction * n_train)))
+        if n_val >= n_train:
+            sys.exit(f"error: cannot hold out {n_val} validation examples from {n_train}")
+        perm = rng.permutation(n_train)
+        val = {f: a[perm[:n_val]] for f, a in train.items()}
+        train = {f: a[perm[n_val:]] for f, a in train.items()}
+        n_train -= n_val
+    x_train = train[IMAGES[0]]
 
     # -- the network for this data: input channels and input normalisation -----------------------------
     cls = load_model_class(args.model)
@@ -372,21 +478,26 @@ def main(argv=None):
         if "num_classes" not in arguments:
             sys.exit("error: this model has no num_classes argument; its classifier cannot be resized")
         kwargs["num_classes"] = args.num_classes
-    embedded = model_preprocessing(cls)
+    exposed = model_preprocessing(cls)  # Net's input_scale, input_mean, input_std
+    embedded = exposed if exposed is not None else PREPROCESSING  # what the network does to its images itself
+    them = "them" if TASK == "classification" else "its images"
     transform = None  # numpy preprocessing done here, for a network that does not normalise its inputs
     if embedded is not None and (args.data_stats or channels != INPUT_SHAPE[0]):
+        why = "--data-stats" if args.data_stats else f"the network's preprocessing is for {INPUT_SHAPE[0]} channel(s)"
+        if exposed is None:
+            sys.exit(f"error: cannot normalise with this data's statistics ({why}): {CLASS_NAME} normalises {them} "
+                     "with the search's and has no input_scale, input_mean, input_std arguments")
         pre = data_stats(x_train)
         kwargs.update(input_scale=pre["scale"], input_mean=tuple(pre["mean"]), input_std=tuple(pre["std"]))
-        why = "--data-stats" if args.data_stats else f"the network's preprocessing is for {INPUT_SHAPE[0]} channel(s)"
-        notes.append(f"inputs: raw; the network normalises them with this data's statistics ({why}): scale "
+        notes.append(f"inputs: raw; the network normalises {them} with this data's statistics ({why}): scale "
                      f"{pre['scale']:.6g}, mean {[round(v, 4) for v in pre['mean']]}, "
                      f"std {[round(v, 4) for v in pre['std']]}")
     elif embedded is not None:
-        notes.append(f"inputs: raw; the network normalises them as the search did: scale {embedded['scale']:.6g}, "
+        notes.append(f"inputs: raw; the network normalises {them} as the search did: scale {embedded['scale']:.6g}, "
                      f"mean {[round(v, 4) for v in embedded['mean']]}, std {[round(v, 4) for v in embedded['std']]}")
     else:
         transform = data_stats(x_train)
-        notes.append("note: this network does not normalise its inputs; train.py standardises them with the "
+        notes.append(f"note: this network does not normalise its inputs; train.py standardises {them} with the "
                      f"training split's statistics (scale {transform['scale']:.6g}, mean "
                      f"{[round(v, 4) for v in transform['mean']]}, std {[round(v, 4) for v in transform['std']]}); "
                      "do the same before using the trained network")
@@ -406,17 +517,29 @@ def main(argv=None):
         notes.append(f"starting from the weights in {args.init_weights}")
     device = torch.device(args.device)
     model = model.to(device)
-    torch.manual_seed(args.seed)  # dropout and other in-graph randomness, as the worker seeds it
+    torch.manual_seed(args.seed)  # dropout, drop-path and other in-graph randomness, as the worker seeds it
 
-    def dev(a, labels=False):
-        if not labels and transform is not None:
-            a = standardise(a, transform)
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    def tensors(split):
+        """A split's arrays on the device: the images as they are (standardised here for a network that does not
+        normalise them), class labels int64, the rest float32."""
+        out = {}
+        for f, a in split.items():
+            if f in IMAGES:
+                a = standardise(a, transform) if transform is not None else a
+            elif f in ("y", "mask", "gt_labels") and TASK != "multilabel":
+                a = a.astype(np.int64)
+            else:
+                a = a.astype(np.float32)
+            out[f] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        return out
 
     try:
         check_augment_shape(augment_ops, shape)
     except AugmentError as e:
         sys.exit(f"error: --augment {args.augment}: {e}")
+    if augment_ops and not AUGMENTS:  # as the worker refuses it
+        sys.exit(f"error: --augment {args.augment} would move the pixels of the images but not their {TASK} targets "
+                 f"({', '.join(TARGETS)}); use --augment none")
     # augmentation works on pixel values where black is `low` and white `high`, as the worker's (its inputs scaled
     # to [0, 1]); here the network is fed raw values (it normalises them), or values standardised above
     if transform is not None:
@@ -437,17 +560,18 @@ def main(argv=None):
     if augment:
         notes.append(f"augmentation of training batches: {format_augment(augment.ops)}")
 
-    xt, yt = dev(x_train), dev(y_train, True)
+    tr = tensors(train)
     try:
         with torch.no_grad():
-            n_out = model.eval()(xt[:2]).shape[1]
+            out_shape = tuple(model.eval()(*[tr[f][:2] for f in INPUTS]).shape[1:])
     except RuntimeError as e:
         sys.exit(f"error: the network cannot take inputs of shape {shape}: {str(e).splitlines()[0]}")
-    labels = [y_train] + [s[1] for s in (val, test) if s is not None]
-    if max(int(y.max()) for y in labels) >= n_out:
-        sys.exit(f"error: labels go up to {max(int(y.max()) for y in labels)} but the model has {n_out} outputs; "
-                 "pass --num-classes")
-    xv = (dev(val[0]), dev(val[1], True)) if val is not None else None
+    num_classes = (out_shape[0] - 1) // 5 if TASK == "detection" else out_shape[0]  # detection: K + 1 + 4K
+    if TASK == "classification":
+        top = max(int(s["y"].max()) for s in (train, val, test) if s is not None)
+        if top >= num_classes:
+            sys.exit(f"error: labels go up to {top} but the model has {num_classes} outputs; pass --num-classes")
+    tv = tensors(val) if val is not None else None
 
     params = [q for q in model.parameters() if q.requires_grad]
     if args.optimizer == "sgd":
@@ -457,42 +581,42 @@ def main(argv=None):
                                   weight_decay=args.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    batch = min(args.batch_size, len(yt))
-    steps_per_epoch = len(yt) // batch + (len(yt) % batch > 1)  # a last batch of one is dropped (batch norm)
+    batch = min(args.batch_size, n_train)
+    steps_per_epoch = n_train // batch + (n_train % batch > 1)  # a last batch of one is dropped (batch norm)
     schedule = LRSchedule(args.lr, args.schedule, steps_per_epoch, max(args.epochs, 1), args.warmup_epochs,
                           milestones, args.lr_gamma, args.plateau_patience)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
-    print(f"training {CLASS_NAME}: {sum(q.numel() for q in params):,} parameters, {len(yt)} training examples, "
+    print(f"training {CLASS_NAME}{'' if TASK == 'classification' else ' for ' + TASK}: "
+          f"{sum(q.numel() for q in params):,} parameters, {n_train} training examples, "
           f"{args.epochs} epochs of {steps_per_epoch} steps, {args.optimizer} lr {args.lr}", flush=True)
     for line in notes:
         print(line, flush=True)
-    if args.epochs == 0 and xv is not None:
-        vl, va, _ = evaluate(model, *xv, args.eval_batch_size)
-        print(f"epoch 0/0  val_loss {vl:.4f}  val_accuracy {va:.4f}", flush=True)
+    if args.epochs == 0 and tv is not None:
+        scores = evaluate(model, tv, args.eval_batch_size, num_classes)
+        print("epoch 0/0" + "".join(f"  val_{k} {v:.4f}" for k, v in scores.items()), flush=True)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
         if drop is not None:
             drop.set_epoch(epoch - 1, args.epochs, args.drop_path)
-        perm = torch.randperm(len(yt), generator=gen).to(device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        perm = torch.randperm(n_train, generator=gen).to(device)
+        loss_total, seen, parts = 0.0, 0, []
         for i in range(steps_per_epoch):
             idx = perm[i * batch:(i + 1) * batch].sort().values  # a batch in order, as the worker reads it
-            x, y = xt[idx], yt[idx]
-            if augment:
-                x = augment(x.float(), augment_gen)
+            b = {f: t[idx] for f, t in tr.items()}
+            xs = [augment(b[f].float(), augment_gen) if augment and f in IMAGES else b[f] for f in INPUTS]
             for group in opt.param_groups:
                 group["lr"] = schedule.at(step)
-            out = model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=args.label_smoothing)
+            out = model(*xs)
+            loss = task_loss(out, b, num_classes, args.label_smoothing)
             for j, a in enumerate(getattr(model, "aux_outputs", None) or []):
-                if a.dim() != 2 or a.shape[1] != out.shape[1]:  # not a classifier of these labels
+                if a.shape[1:] != out.shape[1:]:  # not a head of these targets (e.g. other classes)
                     if step == 0:
                         print(f"note: auxiliary output {j} has shape {tuple(a.shape[1:])}, not "
-                              f"({out.shape[1]},): left out of the loss", flush=True)
+                              f"{tuple(out.shape[1:])}: left out of the loss", flush=True)
                     continue
-                loss = loss + args.aux_weight * F.cross_entropy(a, y, label_smoothing=args.label_smoothing)
+                loss = loss + args.aux_weight * task_loss(a, b, num_classes, args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip > 0:
@@ -501,27 +625,33 @@ def main(argv=None):
             step += 1
             if not math.isfinite(loss.item()):
                 sys.exit(f"error: the loss is not finite at epoch {epoch} step {i + 1}; try a smaller --lr")
-            loss_sum += loss.item() * len(y)
-            correct += (out.argmax(1) == y).sum().item()
-            seen += len(y)
+            loss_total += loss.item() * len(idx)
+            seen += len(idx)
+            if TRAIN_SCORED:
+                parts.append(batch_scores(out.detach(), b, num_classes))
         if args.bn_recalibration > 0:
             p_drop = drop.p if drop is not None else 0.0
             if drop is not None:
                 drop.p = 0.0  # the statistics of the network that is evaluated
-            recalibrate_bn(model, xt[perm[:args.bn_recalibration]], batch)
+            recalibrate_bn(model, [tr[f][perm[:args.bn_recalibration]] for f in INPUTS], batch)
             if drop is not None:
                 drop.p = p_drop
-        line = (f"epoch {epoch}/{args.epochs}  train_loss {loss_sum / seen:.4f}  "
-                f"train_accuracy {correct / seen:.4f}")
-        if xv is not None:
-            vl, va, _ = evaluate(model, *xv, args.eval_batch_size)
-            line += f"  val_loss {vl:.4f}  val_accuracy {va:.4f}"
-            if schedule.end_epoch(va):
+        line = f"epoch {epoch}/{args.epochs}  train_loss {loss_total / seen:.4f}"
+        if parts:
+            line += "".join(f"  train_{k} {v:.4f}" for k, v in scores_of(parts, num_classes).items())
+        if tv is not None:
+            scores = evaluate(model, tv, args.eval_batch_size, num_classes)
+            line += "".join(f"  val_{k} {v:.4f}" for k, v in scores.items())
+            if schedule.end_epoch(scores[MAIN_SCORE]):
                 line += f"  (lr now {schedule.at(step):.3g})"
         print(f"{line}  ({time.perf_counter() - start:.1f} s)", flush=True)
     if test is not None:
-        tl, ta, tc = evaluate(model, dev(test[0]), dev(test[1], True), args.eval_batch_size)
-        print(f"test_loss {tl:.4f}  test_accuracy {ta:.4f}  ({tc} of {len(test[1])} correct)", flush=True)
+        scores = evaluate(model, tensors(test), args.eval_batch_size, num_classes)
+        line = "  ".join(f"test_{k} {v:.4f}" for k, v in scores.items())
+        if TASK == "classification":
+            n = len(test["y"])
+            line += f"  ({round(scores['accuracy'] * n)} of {n} correct)"
+        print(line, flush=True)
     out_path = Path(args.out) if args.out else Path(args.model).with_suffix(".trained.pt")
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out_path)
     print(f"saved trained weights to {out_path}", flush=True)
@@ -533,201 +663,6 @@ def main(argv=None):
         side = out_path.with_suffix(".preprocessing.json")
         side.write_text(json.dumps(transform, indent=1) + "\n")
         print(f"the inputs' standardisation is saved to {side}", flush=True)
-
-
-
-# -- the tasks beyond classification -----------------------------------------------------------------------------
-
-# the arrays of each task's examples, <field>_<split>.npy: (the network's inputs, those of them that are images,
-# the targets), as graphnas' generated data sets store them
-TASK_FIELDS = {
-    "contrastive": (("x", "x2"), ("x", "x2"), ("y",)),  # pairs, y = 1 for the same class
-    "segmentation": (("x",), ("x",), ("mask",)),  # (N, H, W) class of each pixel
-    "detection": (("x", "proposals"), ("x",), ("gt_boxes", "gt_labels")),  # (N, R, 4); (N, G, 4), (N, G) -1: none
-    "multilabel": (("x",), ("x",), ("y",)),  # (N, K) 0/1
-}
-MARGIN = 1.0  # the contrastive loss's sigma, as the worker's
-
-
-def load_task_split(folder, split):
-    inputs, _, targets = TASK_FIELDS[TASK]
-    files = {f: folder / f"{f}_{split}.npy" for f in inputs + targets}
-    if split != "train" and not any(p.exists() for p in files.values()):
-        return None
-    out = {}
-    for f, path in files.items():
-        if not path.is_file():
-            sys.exit(f"error: {path} is missing (the {TASK} task reads {', '.join(inputs + targets)})")
-        out[f] = np.load(path, allow_pickle=False)
-    n = {f: len(a) for f, a in out.items()}
-    if len(set(n.values())) != 1:
-        sys.exit(f"error: the {split} arrays differ in length: {n}")
-    return out
-
-
-def task_loss(out, b, num_classes):
-    if TASK == "contrastive":
-        f1, f2 = split_pair(out)
-        return contrastive_loss(f1, f2, b["y"], MARGIN)
-    if TASK == "segmentation":
-        return pixel_cross_entropy(out, b["mask"])
-    if TASK == "detection":
-        return fast_rcnn_loss(out, b["proposals"], b["gt_boxes"], b["gt_labels"], num_classes)
-    return multilabel_bce(out, b["y"])
-
-
-@torch.no_grad()
-def task_scores(model, data, batch_size, num_classes):
-    """Loss and the task's scores (the worker's: auc and pair_accuracy, miou and pixel_accuracy, map)."""
-    model.eval()
-    inputs = TASK_FIELDS[TASK][0]
-    n = len(data[inputs[0]])
-    out = torch.cat([model(*[data[f][i:i + batch_size] for f in inputs]) for i in range(0, n, batch_size)])
-    scores = {"loss": float(task_loss(out, data, num_classes))}
-    if TASK == "contrastive":
-        f1, f2 = split_pair(out.float())
-        scores.update(auc=pair_auc(matching_score(f1, f2).cpu(), data["y"].cpu()),
-                      pair_accuracy=float(pair_accuracy(f1, f2, data["y"], MARGIN)) / n)
-    elif TASK == "segmentation":
-        conf = confusion_matrix(out, data["mask"], num_classes).cpu()
-        scores.update(miou=mean_iou(conf), pixel_accuracy=pixel_accuracy(conf))
-    elif TASK == "detection":
-        found = detect(out.cpu(), data["proposals"].cpu(), num_classes, tuple(data["x"].shape[-2:]))
-        scores["map"] = map_at_50(found, data["gt_boxes"].cpu(), data["gt_labels"].cpu(), num_classes)
-    else:
-        scores["map"] = mean_average_precision(out.float().cpu(), data["y"].cpu())
-    return scores
-
-
-def train_task(args, folder, milestones):
-    """Train for TASK (not classification) on the arrays of TASK_FIELDS: the worker's loss, optimizer, schedule,
-    batch-norm recalibration and scores; no augmentation, drop-path or auxiliary heads."""
-    inputs, images, targets = TASK_FIELDS[TASK]
-    train, val, test = (load_task_split(folder, s) for s in ("train", "val", "test"))
-    n_train = len(train[inputs[0]])
-    rng = np.random.default_rng(args.seed)
-    if val is None and args.val_fraction > 0:
-        n_val = max(1, int(round(args.val_fraction * n_train)))
-        if n_val >= n_train:
-            sys.exit(f"error: cannot hold out {n_val} validation examples from {n_train}")
-        perm = rng.permutation(n_train)
-        val = {f: a[perm[:n_val]] for f, a in train.items()}
-        train = {f: a[perm[n_val:]] for f, a in train.items()}
-        n_train -= n_val
-    cls = load_model_class(args.model)
-    transform = None if NORMALIZES else data_stats(train[images[0]])
-    notes = []
-    if args.augment not in (None, "", "none"):
-        notes.append(f"note: --augment {args.augment} is not applied to the {TASK} task")
-    if NORMALIZES:
-        notes.append("inputs: raw; the network normalises its images as the search did")
-    else:
-        notes.append("note: this network does not normalise its inputs; train.py standardises its images with the "
-                     "training split's statistics")
-    torch.manual_seed(args.seed)
-    model = cls()
-    if args.init_weights:
-        model.load_state_dict(torch.load(args.init_weights, map_location="cpu", weights_only=True))
-        notes.append(f"starting from the weights in {args.init_weights}")
-    device = torch.device(args.device)
-    model = model.to(device)
-    torch.manual_seed(args.seed)
-
-    def tensors(split):
-        out = {}
-        for f, a in split.items():
-            if f in images:
-                a = standardise(a, transform) if transform is not None else a.astype(np.float32)
-            elif f in ("y", "mask", "gt_labels") and TASK != "multilabel":
-                a = a.astype(np.int64)
-            else:
-                a = a.astype(np.float32)
-            out[f] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
-        return out
-
-    tr = tensors(train)
-    tv = tensors(val) if val is not None else None
-    with torch.no_grad():
-        shape = tuple(model.eval()(*[tr[f][:2] for f in inputs]).shape[1:])
-    num_classes = (shape[0] - 1) // 5 if TASK == "detection" else shape[0]
-    params = [q for q in model.parameters() if q.requires_grad]
-    if args.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    elif args.optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(params, lr=args.lr, alpha=0.9, eps=1.0, momentum=args.momentum,
-                                  weight_decay=args.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    batch = min(args.batch_size, n_train)
-    steps_per_epoch = n_train // batch + (n_train % batch > 1)
-    schedule = LRSchedule(args.lr, args.schedule, steps_per_epoch, max(args.epochs, 1), args.warmup_epochs,
-                          milestones, args.lr_gamma, args.plateau_patience)
-    gen = torch.Generator().manual_seed(args.seed)
-    step = 0
-    print(f"training {CLASS_NAME} for {TASK}: {sum(q.numel() for q in params):,} parameters, {n_train} training "
-          f"examples, {args.epochs} epochs of {steps_per_epoch} steps, {args.optimizer} lr {args.lr}", flush=True)
-    for line in notes:
-        print(line, flush=True)
-    main_score = {"contrastive": "auc", "segmentation": "miou"}.get(TASK, "map")
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n_train, generator=gen).to(device)
-        loss_sum, seen = 0.0, 0
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch:(i + 1) * batch].sort().values
-            b = {f: t[idx] for f, t in tr.items()}
-            for group in opt.param_groups:
-                group["lr"] = schedule.at(step)
-            loss = task_loss(model(*[b[f] for f in inputs]), b, num_classes)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-            opt.step()
-            step += 1
-            if not math.isfinite(loss.item()):
-                sys.exit(f"error: the loss is not finite at epoch {epoch} step {i + 1}; try a smaller --lr")
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
-        if args.bn_recalibration > 0:
-            recalibrate_bn_task(model, {f: tr[f][perm[:args.bn_recalibration]] for f in inputs}, batch)
-        line = f"epoch {epoch}/{args.epochs}  train_loss {loss_sum / seen:.4f}"
-        if tv is not None:
-            scores = task_scores(model, tv, args.eval_batch_size, num_classes)
-            line += "".join(f"  val_{k} {v:.4f}" for k, v in scores.items())
-            if schedule.end_epoch(scores[main_score]):
-                line += f"  (lr now {schedule.at(step):.3g})"
-        print(f"{line}  ({time.perf_counter() - start:.1f} s)", flush=True)
-    if test is not None:
-        scores = task_scores(model, tensors(test), args.eval_batch_size, num_classes)
-        print("  ".join(f"test_{k} {v:.4f}" for k, v in scores.items()), flush=True)
-    out_path = Path(args.out) if args.out else Path(args.model).with_suffix(".trained.pt")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out_path)
-    print(f"saved trained weights to {out_path}", flush=True)
-
-
-@torch.no_grad()
-def recalibrate_bn_task(model, inputs, batch_size):
-    """`recalibrate_bn` for a network of several inputs (a dict of the inputs' tensors)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    fields = TASK_FIELDS[TASK][0]
-    n = len(inputs[fields[0]])
-    if not bns or n < 2:
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    try:
-        for i in range(0, n, batch_size):
-            if len(inputs[fields[0]][i:i + batch_size]) < 2:
-                break
-            model(*[inputs[f][i:i + batch_size] for f in fields])
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
 
 
 if __name__ == "__main__":
