@@ -11,7 +11,16 @@ import torch
 
 from nas.tasks.detection import box_iou
 from workers.data.arrays import DatasetError
-from workers.data.generated import GENERATED, generate, generated_shapes, render, tight_box
+from workers.data.generated import (
+    GENERATED,
+    _digits,
+    generate,
+    generated_shapes,
+    render,
+    rts_digits,
+    source_parts,
+    tight_box,
+)
 
 SMALL = {
     "rts_digits": "rts_digits:per_class=3",
@@ -38,6 +47,26 @@ def test_seeded_and_shaped_as_declared(base):
         assert key in a
         if a[key].dtype == np.uint8:
             assert a[key].max() == 255 or base == "digit_tracking"
+
+
+def test_source_parts_are_disjoint_and_rts_digits_draws_only_from_its_sources():
+    _, labels = _digits()
+    parts = source_parts((0.6, 0.2, 0.2), seed=3)
+    assert sum(len(p) for p in parts) == len(labels) and len(np.unique(np.concatenate(parts))) == len(labels)
+    for part, share in zip(parts, (0.6, 0.2, 0.2), strict=True):
+        assert abs(len(part) / len(labels) - share) < 0.01 and set(labels[part]) == set(range(10))
+    # one source image per class, no rotation, scale 1 on an 8x8 canvas: every example of a class is that image
+    one = np.array([parts[2][labels[parts[2]] == c][0] for c in range(10)])
+    x = rts_digits(per_class=5, side=8, rotation=0.0, max_scale=1.0, sources=one)["x"][:, 0]
+    want = np.stack([x[c] for c in range(10)])
+    assert all(np.array_equal(x[i], want[i % 10]) for i in range(50))
+    other = rts_digits(per_class=1, side=8, rotation=0.0, max_scale=1.0, sources=parts[0])["x"][:, 0]
+    assert np.array_equal(want, rts_digits(per_class=1, side=8, rotation=0.0, max_scale=1.0, sources=one)["x"][:, 0])
+    assert not np.array_equal(want, other)
+    with pytest.raises(DatasetError, match="hold no digit image of some class"):
+        rts_digits(per_class=1, sources=one[:9])
+    with pytest.raises(DatasetError, match="source fractions must be positive"):
+        source_parts((0.8, 0.4))
 
 
 def test_rts_digits_vary_in_place_and_size():

@@ -33,6 +33,8 @@ shapes without generating it. Images are uint8 (0..255; a digit's 0..16 pixels t
 
 Options go in the name, ``digit_detection:images=200,side=64``. The test/validation split of a set is the
 search's to make (by example); the digit images are shared between the splits, the transformations are not.
+For held-out digit images, `source_parts` splits scikit-learn's digits into disjoint parts and ``rts_digits``
+draws from one part with ``sources=`` (Python only; `benchmarks/stn_digits.py` builds its splits so).
 """
 
 from __future__ import annotations
@@ -106,11 +108,33 @@ def _place(rng: np.random.Generator, side: int, scale: float, taken: list[list[f
 # -- the sets -----------------------------------------------------------------------------------------------
 
 
+def source_parts(fractions: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:
+    """Disjoint sets of scikit-learn digit indices, one per fraction (of each class, shuffled by `seed`), e.g.
+    ``(0.6, 0.2, 0.2)``: the source images of a train, a validation and a test set that share no digit image."""
+    if not fractions or min(fractions) <= 0 or sum(fractions) > 1 + 1e-9:
+        raise DatasetError(f"source fractions must be positive and sum to at most 1, got {list(fractions)}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for pool in _by_class():
+        pool = rng.permutation(pool)
+        ends = np.rint(np.cumsum(fractions) * len(pool)).astype(int)
+        for k, (a, b) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+            parts[k].append(pool[a:b])
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
 def rts_digits(per_class: int = 300, side: int = 32, rotation: float = 45.0, min_scale: float = 1.0,
-               max_scale: float = 2.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """Rotated, translated and scaled digits (see the module docstring)."""
-    images, _ = _digits()
+               max_scale: float = 2.0, seed: int = 0, sources: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Rotated, translated and scaled digits (see the module docstring); `sources` (indices of scikit-learn's
+    digits, e.g. one of `source_parts`) limits the digit images drawn from, by default all of them."""
+    images, labels = _digits()
     pools = _by_class()
+    if sources is not None:
+        keep = np.zeros(len(labels), dtype=bool)
+        keep[np.asarray(sources, dtype=np.int64)] = True
+        pools = [pool[keep[pool]] for pool in pools]
+        if min(len(pool) for pool in pools) == 0:
+            raise DatasetError("rts_digits: the given sources hold no digit image of some class")
     rng = np.random.default_rng(seed)
     y = np.tile(np.arange(10), per_class)
     x = np.zeros((len(y), 1, side, side), dtype=np.uint8)
