@@ -9,8 +9,16 @@
   conv, default 8), ``hidden`` (default 32), ``grad_scale`` (default 0.1): the localisation network's
   gradients are multiplied by it (the forward pass is unchanged), so under SGD it learns at that fraction
   of the network's learning rate, as the STN paper trains it; at the full rate the predicted transform
-  tends to leave the image early in training (all zeros, no gradient back) and stay there. Its
-  multiply-accumulates are the localisation network's.
+  tends to leave the image early in training (all zeros, no gradient back) and stay there. Under Adam(W)
+  it changes nothing (Adam divides the scale out), and under SGD weight decay still pulls at the full rate,
+  so decay outweighs the scaled gradients ten times at 0.1. ``norm`` (default true; false is the network before
+  this option): batch norm after each
+  localisation conv and after the hidden linear layer (instead of their biases), which keeps their ReLU
+  units from dying (without it, under Adam most hidden units were dead after two epochs and the transform
+  was the same for every image); ``downsample``
+  (default 1): the localisation network reads the input average-pooled by this factor (the paper's
+  localisation nets read a downsampled image), a quarter of the cost at 2. Its multiply-accumulates are
+  the localisation network's convolutions and linear layers.
 - ``upsample`` (``scale_factor``: an int or one per spatial dimension; ``mode``: ``nearest`` or ``linear``,
   which is linear / bilinear / trilinear by the input's rank): no parameters, input size times the factor.
 - ``conv_transpose`` (a strided up-convolution, Long, Shelhamer & Darrell's "deconvolution"): the output
@@ -25,6 +33,7 @@ TorchScript and ONNX.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,23 +66,31 @@ class SpatialTransformer(nn.Module):
     affine matrix per example (the identity at initialisation), and the input is resampled through it."""
 
     def __init__(self, in_channels: int, height: int, width: int, channels: int = 8, hidden: int = 32,
-                 grad_scale: float = 0.1):
+                 grad_scale: float = 0.1, norm: bool = True, downsample: int = 1):
         super().__init__()
         self.grad_scale = grad_scale
         layers: list[nn.Module] = []
         c, h, w = in_channels, height, width
+        if downsample > 1:  # the localisation network sees an average-pooled copy of the input
+            layers.append(nn.AvgPool2d(downsample))
+            h, w = h // downsample, w // downsample
         for _ in range(2):
-            layers.append(nn.Conv2d(c, channels, kernel_size=5, padding=2))
+            layers.append(nn.Conv2d(c, channels, kernel_size=5, padding=2, bias=not norm))
+            if norm:
+                layers.append(nn.BatchNorm2d(channels))
             if min(h, w) >= 2:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             layers.append(nn.ReLU())
             c = channels
         self.loc = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, 6))
+        head: list[nn.Module] = [nn.Linear(c * h * w, hidden, bias=not norm)]
+        if norm:
+            head.append(nn.BatchNorm1d(hidden))
+        self.fc = nn.Sequential(*head, nn.ReLU(), nn.Linear(hidden, 6))
         with torch.no_grad():  # start at the identity transform
-            self.fc[2].weight.zero_()
-            self.fc[2].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+            self.fc[-1].weight.zero_()
+            self.fc[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, 2, 3) affine matrices the localisation network predicts for `x`."""
@@ -90,13 +107,20 @@ class SpatialTransformer(nn.Module):
         return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _stn_check(p: dict, in_shape: Shape) -> tuple[int, int, float]:
+def _stn_check(p: dict, in_shape: Shape) -> dict[str, Any]:
+    """The SpatialTransformer's keyword arguments of params `p` on input `in_shape`, checked."""
     if len(in_shape) != 3:
         raise OpError(f"op 'stn' needs an image input (C, H, W), got shape {tuple(in_shape)}")
     scale = p["grad_scale"]
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 1:
         raise OpError(f"stn.grad_scale must be a number in (0, 1], got {scale!r}")
-    return _int("stn", "channels", p["channels"], 1), _int("stn", "hidden", p["hidden"], 1), float(scale)
+    if not isinstance(p["norm"], bool):
+        raise OpError(f"stn.norm must be true or false, got {p['norm']!r}")
+    down = _int("stn", "downsample", p["downsample"], 1)
+    if min(in_shape[1:]) < down:
+        raise OpError(f"stn.downsample {down} is larger than the input's side ({tuple(in_shape)})")
+    return {"channels": _int("stn", "channels", p["channels"], 1), "hidden": _int("stn", "hidden", p["hidden"], 1),
+            "grad_scale": float(scale), "norm": p["norm"], "downsample": down}
 
 
 def _stn_shape(p: dict, in_shape: Shape) -> Shape:
@@ -105,15 +129,16 @@ def _stn_shape(p: dict, in_shape: Shape) -> Shape:
 
 
 def _stn_build(p: dict, in_shape: Shape) -> nn.Module:
-    channels, hidden, scale = _stn_check(p, in_shape)
-    return SpatialTransformer(in_shape[0], in_shape[1], in_shape[2], channels=channels, hidden=hidden,
-                              grad_scale=scale)
+    return SpatialTransformer(*in_shape, **_stn_check(p, in_shape))
 
 
 def _stn_macs(p: dict, in_shape: Shape, out_shape: Shape) -> int:
-    """The localisation network's convolutions and linear layers (the sampling is not counted)."""
-    channels, hidden, _ = _stn_check(p, in_shape)
+    """The localisation network's convolutions and linear layers (pooling, batch norm and the sampling are not
+    counted)."""
+    k = _stn_check(p, in_shape)
+    channels, hidden, down = k["channels"], k["hidden"], k["downsample"]
     c, h, w = in_shape
+    h, w = h // down, w // down
     macs = 0
     for _ in range(2):
         macs += h * w * channels * c * 25
@@ -124,12 +149,15 @@ def _stn_macs(p: dict, in_shape: Shape, out_shape: Shape) -> int:
 
 
 def _stn_source(p: dict, in_shape: Shape) -> str:
-    channels, hidden, scale = _stn_check(p, in_shape)
-    return call_source("SpatialTransformer", *in_shape, channels=channels, hidden=hidden, grad_scale=scale)
+    k = _stn_check(p, in_shape)
+    extra = {key: k[key] for key, default in (("norm", True), ("downsample", 1)) if k[key] != default}
+    return call_source("SpatialTransformer", *in_shape, channels=k["channels"], hidden=k["hidden"],
+                       grad_scale=k["grad_scale"], **extra)
 
 
 register_op(OpSpec(
-    "stn", _stn_shape, _stn_build, defaults={"channels": 8, "hidden": 32, "grad_scale": 0.1}, macs=_stn_macs,
+    "stn", _stn_shape, _stn_build,
+    defaults={"channels": 8, "hidden": 32, "grad_scale": 0.1, "norm": True, "downsample": 1}, macs=_stn_macs,
     doc="spatial transformer: a localisation net predicts an affine map (identity at init) that resamples the "
         "input", source=_stn_source, source_classes=(SpatialTransformer,),
 ))

@@ -21,7 +21,8 @@ from nas.ops_roi import roi_pool_loop
 
 ONE_INPUT = [
     ("stn", {}, (1, 12, 12)), ("stn", {"channels": 4, "hidden": 8, "grad_scale": 1.0}, (3, 9, 7)),
-    ("stn", {}, (2, 1, 3)),
+    ("stn", {}, (2, 1, 3)), ("stn", {"norm": False, "downsample": 2}, (1, 12, 12)),
+    ("stn", {"norm": True, "downsample": 3}, (2, 7, 4)),
     ("upsample", {"scale_factor": 2}, (3, 5)), ("upsample", {"scale_factor": [2, 3]}, (3, 5, 4)),
     ("upsample", {"scale_factor": 2, "mode": "linear"}, (3, 5, 4)),
     ("upsample", {"scale_factor": [1, 2, 2], "mode": "linear"}, (2, 3, 4, 5)),
@@ -75,24 +76,29 @@ def test_stn_starts_as_the_identity_and_learns_a_transform():
     torch.testing.assert_close(model(x), x, atol=1e-5, rtol=0)  # the identity grid samples pixel centres
     # a shift of the bias shifts the image: theta's translation is in units of half the side
     with torch.no_grad():
-        stn.fc[2].bias.copy_(torch.tensor([1.0, 0, 0.25, 0, 1.0, 0]))
+        stn.fc[-1].bias.copy_(torch.tensor([1.0, 0, 0.25, 0, 1.0, 0]))
     moved = model(x)
     torch.testing.assert_close(moved[..., :-2], x[..., 2:], atol=1e-5, rtol=0)  # 0.25 * 8 = 2 pixels
     weights = torch.rand_like(moved)
     (moved * weights).sum().backward()  # the output's gradient reaches the transform's layer, scaled
-    assert stn.fc[2].weight.grad.abs().sum() > 0
-    scaled = stn.fc[2].weight.grad.clone()
+    assert stn.fc[-1].weight.grad.abs().sum() > 0
+    scaled = stn.fc[-1].weight.grad.clone()
     stn.zero_grad()
     stn.grad_scale = 1.0
     (model(x) * weights).sum().backward()
-    torch.testing.assert_close(scaled, 0.1 * stn.fc[2].weight.grad)
+    torch.testing.assert_close(scaled, 0.1 * stn.fc[-1].weight.grad)
 
 
 def test_stn_counts_its_localisation_network():
-    g = _one_node("stn", {"channels": 8, "hidden": 32}, (1, 32, 32))
+    g = _one_node("stn", {"channels": 8, "hidden": 32, "norm": False}, (1, 32, 32))
     # conv 1->8 5x5 (+bias), conv 8->8 5x5 (+bias), two 2x2 pools: 8x8x8 -> fc 32 -> fc 6
     assert nas.count_params(g) == (25 * 8 + 8) + (25 * 64 + 8) + (512 * 32 + 32) + (32 * 6 + 6)
     assert nas.count_flops(g) == 32 * 32 * 8 * 25 + 16 * 16 * 8 * 8 * 25 + 512 * 32 + 32 * 6
+    # batch norm instead of the convolutions' and the hidden layer's biases, on a 2x average-pooled input:
+    # 16x16 -> 8x8 -> 4x4
+    g = _one_node("stn", {"channels": 8, "hidden": 32, "norm": True, "downsample": 2}, (1, 32, 32))
+    assert nas.count_params(g) == (25 * 8 + 16) + (25 * 64 + 16) + (128 * 32 + 64) + (32 * 6 + 6)
+    assert nas.count_flops(g) == 16 * 16 * 8 * 25 + 8 * 8 * 8 * 8 * 25 + 128 * 32 + 32 * 6
 
 
 def test_upsample_is_interpolate():
@@ -159,6 +165,8 @@ def test_bad_hyperparameters_and_inputs_name_the_op():
         (("stn", {}, (3, 8)), "op 'stn' needs an image input"),
         (("stn", {"hidden": 0}, (1, 8, 8)), "stn.hidden must be an int >= 1"),
         (("stn", {"grad_scale": 0}, (1, 8, 8)), r"stn.grad_scale must be a number in \(0, 1\]"),
+        (("stn", {"norm": 1}, (1, 8, 8)), "stn.norm must be true or false"),
+        (("stn", {"downsample": 9}, (1, 8, 8)), "stn.downsample 9 is larger than the input's side"),
         (("upsample", {"scale_factor": 0}, (1, 8, 8)), "upsample.scale_factor must be >= 1"),
         (("upsample", {"scale_factor": 2, "mode": "cubic"}, (1, 8, 8)), "upsample.mode must be one of"),
         (("conv_transpose", {"out_channels": 4, "kernel_size": 4, "init": "bilinear"}, (3, 8, 8)),
@@ -191,7 +199,7 @@ def test_a_network_of_the_new_ops_exports_to_torchscript_and_onnx(tmp_path):
     """stn, conv, upsample, conv_transpose and l2_normalize on an image, and ROI pooling of its features."""
     g = ArchGraph((1, 16, 16))
     g.add_input("boxes", (3, 4))
-    x = g.add_op("stn", "stn", "input", channels=4, hidden=8)
+    x = g.add_op("stn", "stn", "input", channels=4, hidden=8, downsample=2)
     x = g.add_op("conv", "conv", x, out_channels=4, kernel_size=3, stride=2)
     x = g.add_op("up", "upsample", x, scale_factor=2, mode="linear")
     x = g.add_op("deconv", "conv_transpose", x, out_channels=4, kernel_size=4, stride=2, padding=1,
@@ -201,7 +209,7 @@ def test_a_network_of_the_new_ops_exports_to_torchscript_and_onnx(tmp_path):
     torch.manual_seed(0)
     model = nas.build(g).eval()
     with torch.no_grad():
-        model.stn.fc[2].weight.normal_(0, 0.1)  # a transform that is not the identity
+        model.stn.fc[-1].weight.normal_(0, 0.1)  # a transform that is not the identity
     gen = torch.Generator().manual_seed(1)
     image, boxes = torch.randn(3, 1, 16, 16, generator=gen), _random_boxes(3, 3, 32, gen)
     with torch.no_grad():
