@@ -41,7 +41,8 @@ def test_vgg_stn_presets_differ_by_the_transformer_only():
     extra = nas.count_params(stn) - nas.count_params(plain)
     assert extra == nas.count_params(nas.graph.from_dict({
         "format": "graphnas.arch/1", "directed": True, "multigraph": False, "graph": {"input_shape": [1, 32, 32]},
-        "nodes": [{"id": "input", "op": "input", "params": {}}, {"id": "stn", "op": "stn", "params": {"downsample": 2}}],
+        "nodes": [{"id": "input", "op": "input", "params": {}},
+                  {"id": "stn", "op": "stn", "params": {"downsample": 2}}],
         "edges": [{"source": "input", "target": "stn", "order": 0}]}))
     assert [v.name for v in space.op_choices] == ["stn"]
 
