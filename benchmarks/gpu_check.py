@@ -10,7 +10,8 @@ classes) synthetic images with a learnable class signal, written as an npy data 
 3. DARTS first and second order (one search epoch each on a small supernet);
 4. an induced CUDA out-of-memory (a candidate allocating more than the GPU holds) recorded as "oom" while the
    search goes on;
-5. DDP over 2 GPUs (`nas train --workers 2 --gpus`) where there are 2.
+5. DDP over 2 GPUs (`nas train --workers 2 --gpus`) where there are 2, and the DARTS supernet on 2 GPUs
+   (`--gpus-per-trial 2`, first and second order, one search epoch; not in a dry run: it needs GPUs).
 
 ``--dry-run`` runs every step on the CPU at toy sizes (trials at 0 GPUs, DDP on 2 CPU workers with gloo, no
 nvidia-smi) to show the script works end to end; its output goes to ``--out`` (default a temporary file), never
@@ -255,7 +256,7 @@ def greedy_trial(config: dict) -> None:
     run_trial(body, config, {"val_accuracy": float("nan")})
 
 
-def ddp(report: Report, tmp: Path, dry: bool) -> None:
+def ddp(report: Report, data_root: Path, tmp: Path, dry: bool) -> None:
     import torch
 
     n = torch.cuda.device_count() if not dry else 2
@@ -275,6 +276,17 @@ def ddp(report: Report, tmp: Path, dry: bool) -> None:
         report(f"{workers} worker(s): rc {rc}, {time.perf_counter() - start:.1f} s, train_loss "
                f"{m.get('train_loss', float('nan')):.4f}, val_accuracy {m.get('val_accuracy', float('nan')):.4f}"
                + ("" if rc == 0 else f" | {text.strip().splitlines()[-1][:200]}"))
+    if dry:
+        return
+    for order in (1, 2):  # the supernet data-parallel: each GPU a slice of every batch, gradients all-reduced
+        start = time.perf_counter()
+        rc, text = search(["search", "--space", "darts", "--strategy", "darts", "--dataset", "npy", "--data-root",
+                           str(data_root), "--strategy-option", "epochs=1", "--strategy-option", f"order={order}",
+                           "--space-option", "C=8", "--space-option", "layers=5", "--epochs", "1",
+                           "--gpus-per-trial", "2", "--out", str(tmp / f"darts_ddp{order}")])
+        lines = [line for line in text.splitlines() if line.startswith("[darts]")]
+        report(f"DARTS order {order} on 2 GPUs: rc {rc}, {time.perf_counter() - start:.1f} s; "
+               f"{lines[-1] if lines else text.strip().splitlines()[-1][:200]}")
 
 
 def main() -> None:
@@ -303,7 +315,7 @@ def main() -> None:
              ("shared", lambda: shared_gpu(report, data_root, tmp, dry)),
              ("darts", lambda: darts(report, data_root, tmp, dry)),
              ("oom", lambda: oom(report, tmp, dry)),
-             ("ddp", lambda: ddp(report, tmp, dry))]
+             ("ddp", lambda: ddp(report, data_root, tmp, dry))]
     for name, step in steps:
         t = time.perf_counter()
         try:

@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray Train's controller polls its workers every 2 s by default, so a short TorchTrainer run waits ~4 s after its
+# workers finished; tests poll every 0.2 s (the variable reaches the controller: Ray Train propagates it)
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 torch.set_num_threads(1)
 if "GRAPHNAS_CACHE" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="graphnas-test-cache-")
@@ -58,3 +61,42 @@ def cluster():
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
         yield ray.get_runtime_context().gcs_address
         ray.shutdown()
+
+
+def crash_once_after_epoch(loop, marker: Path, epoch: int = 1):
+    """A Ray Train worker loop running `loop` that fails on rank 0 right after its report of `epoch`, once: while
+    `marker` (a file every worker sees) does not exist, which the failure creates. For tests of resuming; its
+    module must be pickled by value (``ray.cloudpickle.register_pickle_by_value``): workers cannot import it."""
+
+    def crashing(config):
+        import ray.train as train
+
+        report = train.report
+
+        def report_then_crash(metrics, checkpoint=None, **kw):
+            report(metrics, checkpoint=checkpoint, **kw)
+            if metrics.get("epoch") == epoch and train.get_context().get_world_rank() == 0 and not marker.exists():
+                marker.write_text("crashed")
+                raise RuntimeError(f"injected failure after epoch {epoch}")
+
+        train.report = report_then_crash  # in this worker process, for this run
+        try:
+            loop(config)
+        finally:
+            train.report = report
+
+    return crashing
+
+
+@contextlib.contextmanager
+def pickled_by_value(*modules):
+    """Ray pickles the functions of `modules` (test modules, conftest: not importable in Ray's workers) by value."""
+    from ray import cloudpickle
+
+    for m in modules:
+        cloudpickle.register_pickle_by_value(m)
+    try:
+        yield
+    finally:
+        for m in modules:
+            cloudpickle.unregister_pickle_by_value(m)

@@ -61,3 +61,38 @@ def test_nas_train_retrains_an_architecture_file(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["epoch"] == 1 and metrics["workers"] == 1 and 0 <= metrics["test_accuracy"] <= 1
     build(conv_net()).load_state_dict(torch.load(tmp_path / "out" / "weights.pt", weights_only=True))
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch_checkpoint(cluster, tmp_path):
+    """With ``checkpoint_every=1`` the workers checkpoint every epoch; the first run fails on rank 0 right after
+    epoch 1's report, and a run of the same name (as a Tune retry of the trial starts it) resumes at epoch 2 and
+    ends as the uninterrupted training does on one worker."""
+    import sys
+
+    import conftest
+    import ray.train
+
+    from workers.distributed import run_distributed, train_loop_per_worker
+
+    train = TrainSettings(epochs=3, batch_size=64, lr=0.1, bn_recalibration=0, latency_reps=0,
+                          checkpoint_every=1).to_dict()
+    g = conv_net()
+    marker = tmp_path / "crashed"
+    run = {"use_gpu": False, "cpus_per_worker": 1, "storage_path": str(tmp_path / "ray"), "name": "resumed",
+           "loop": conftest.crash_once_after_epoch(train_loop_per_worker, marker, epoch=1)}
+    with conftest.pickled_by_value(conftest, sys.modules[__name__]):
+        with pytest.raises(ray.train.TrainingFailedError, match="injected failure after epoch 1"):
+            run_distributed({"arch": to_dict(g), "train": train}, 2, **run)
+        result = run_distributed({"arch": to_dict(g), "train": train}, 2, **run)
+    assert marker.exists() and result.metrics["resumed_from_epoch"] == 1 and result.metrics["epoch"] == 3
+    with result.checkpoint.as_directory() as d:
+        weights = torch.load(f"{d}/{WEIGHTS_FILE}", weights_only=True)
+
+    torch.manual_seed(0)
+    one = Trainer(build(g), cached_dataset(train_settings(train)), TrainSettings(**train), "cpu")
+    while not one.done:
+        one.run_epoch()
+    torch.testing.assert_close(json.loads(result.metrics["loss_curve"]), [h["train_loss"] for h in one.history],
+                               rtol=1e-5, atol=1e-6)
+    for k, v in one.model.state_dict().items():
+        torch.testing.assert_close(weights[k], v, rtol=1e-4, atol=1e-5)

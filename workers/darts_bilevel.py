@@ -25,6 +25,16 @@ would be float16 the search runs in float32 instead (its alpha gradients are tak
 without loss scaling, where float16 gradients underflow). The halves are index sets into one copy of the
 training split on the device (`on_training_split`), not copies of it.
 
+Data-parallel (``shard=(rank, world)``, `workers.darts_trainable.darts_loop_per_worker` on Ray Train workers):
+every rank holds the same supernet and data, draws the same global batches (one seeded generator) and computes on
+its slice of each (every ``world``-th example, as `workers.data.Batches` slices), its loss weighted by the slice's
+share of the batch; every gradient the step uses is summed over the ranks (all-reduced) before it is used: the
+weights' (before clipping), the alphas', and for the second order each gradient of the chain (the virtual step's,
+the alpha half's at w' and the finite-difference pair). So every rank takes the step one device takes on the global
+batch, and weights and alphas stay identical on every rank. Batch norm: per slice on CPUs (gloo has no
+SyncBatchNorm), global with SyncBatchNorm on GPUs (the worker loop converts it); the epoch's metrics are the global
+batches'.
+
 Run inside the Ray worker by `workers.darts_trainable`; the supernet itself comes from `nas.darts`.
 """
 
@@ -79,10 +89,14 @@ class BilevelSearch:
                  x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 index_w: torch.Tensor | None = None, index_a: torch.Tensor | None = None):
+                 index_w: torch.Tensor | None = None, index_a: torch.Tensor | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         """The weights' half is ``x_w[index_w]`` (all of ``x_w`` when `index_w` is None), the alphas'
-        ``x_a[index_a]``; `on_training_split` passes one tensor twice with two index halves."""
+        ``x_a[index_a]``; `on_training_split` passes one tensor twice with two index halves. `shard` (rank,
+        world size): data-parallel (module docstring; torch.distributed initialised by the caller)."""
         self.settings = s = settings.check()
+        self.rank, self.world = shard
+        self._share = 1.0  # this rank's slice of the current global batch, as a fraction of it
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         dev = self.device
@@ -116,6 +130,9 @@ class BilevelSearch:
                                       weight_decay=s.alpha_weight_decay)
         n_w, n_a = len(self._w[2]), len(self._a[2])
         self.batch_size = min(s.batch_size, n_w, n_a)
+        if self.batch_size < self.world:
+            raise ValueError(f"DARTS batch size {self.batch_size} is smaller than the {self.world} workers sharing "
+                             "each batch")
         self.steps_per_epoch = max(1, min(n_w, n_a) // self.batch_size)
         self.generator = torch.Generator().manual_seed(0 if s.seed is None else s.seed)
         self.epoch = 0
@@ -157,10 +174,30 @@ class BilevelSearch:
             loss = loss + AUX_WEIGHT * self.loss_fn(aux.float(), y)
         return loss, out
 
-    @staticmethod
-    def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    def _grads(self, loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """d loss / d params of the global batch, `loss` being the mean over this rank's slice of it: with several
+        ranks the gradient of the slice's loss times its share of the global batch, summed over the ranks."""
+        return self.all_reduce_gradients(self._local_grads(self._weighted(loss), params))
+
+    def _weighted(self, loss: torch.Tensor) -> torch.Tensor:
+        """This rank's term of the global batch's mean loss: the slice's mean loss times its share of the batch
+        (weighted before the backward, so that SyncBatchNorm's cross-rank gradient terms carry the weights)."""
+        return loss if self.world == 1 else loss * self._share
+
+    def all_reduce_gradients(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The sum over the ranks of `grads` (each rank's weighted term, `_weighted`): one all-reduce of a flat
+        buffer. Unchanged on one device."""
+        if self.world == 1:
+            return grads
+        import torch.distributed as dist
+
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        out, at = [], 0
+        for g in grads:
+            out.append(flat[at:at + g.numel()].view_as(g))
+            at += g.numel()
+        return out
 
     def alpha_step(self, x_w: torch.Tensor, y_w: torch.Tensor, x_a: torch.Tensor, y_a: torch.Tensor,
                    lr: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,8 +208,9 @@ class BilevelSearch:
         else:
             loss, out, grads = self._second_order(x_w, y_w, x_a, y_a, lr)
         penalty = self.resource_penalty()
-        if penalty is not None:
-            grads = [g + pg for g, pg in zip(grads, self._grads(penalty, self.alphas), strict=True)]
+        if penalty is not None:  # the same on every rank (it depends on the alphas alone): not all-reduced
+            pgrads = torch.autograd.grad(penalty, self.alphas, allow_unused=True)
+            grads = [g if pg is None else g + pg for g, pg in zip(grads, pgrads, strict=True)]
         for a, g in zip(self.alphas, grads, strict=True):
             a.grad = g.detach()
         self.a_opt.step()
@@ -233,17 +271,28 @@ class BilevelSearch:
         with torch.no_grad():
             for p, b, g in zip(W, w, v, strict=True):
                 p.copy_(b + eps * g)
-        g_plus = self._grads(self._loss(x_w, y_w, autocast=False)[0], A)
+        g_plus = self._local_grads(self._weighted(self._loss(x_w, y_w, autocast=False)[0]), A)
         with torch.no_grad():
             for p, b, g in zip(W, w, v, strict=True):
                 p.copy_(b - eps * g)
-        g_minus = self._grads(self._loss(x_w, y_w, autocast=False)[0], A)
-        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)]
+        g_minus = self._local_grads(self._weighted(self._loss(x_w, y_w, autocast=False)[0]), A)
+        # the difference is linear in the gradients: one all-reduce of it gives the global batch's
+        return self.all_reduce_gradients([(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)])
+
+    @staticmethod
+    def _local_grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
     def weight_step(self, x_w: torch.Tensor, y_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, out = self._loss(x_w, y_w)
         self.w_opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.weights)
+        self._weighted(loss).backward(inputs=self.weights)
+        if self.world > 1:  # weights without a gradient (unused: the same on every rank) stay without one
+            with torch.no_grad():
+                used = [p for p in self.weights if p.grad is not None]
+                for p, g in zip(used, self.all_reduce_gradients([p.grad for p in used]), strict=True):
+                    p.grad = g
         if self.settings.w_grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, self.settings.w_grad_clip)
         self.w_opt.step()
@@ -254,8 +303,14 @@ class BilevelSearch:
         return self.prepare(x) if self.prepare is not None else x
 
     def _batch(self, half, perm, i):
+        """The i-th global batch of `half` under `perm`; with several ranks this rank's slice of it (and its
+        share of the global batch in ``_share``)."""
         x, y, index = half
         idx = index[perm[i * self.batch_size:(i + 1) * self.batch_size]]
+        if self.world > 1:
+            n = len(idx)
+            idx = idx[self.rank::self.world]
+            self._share = len(idx) / n
         return self._prepared(x[idx]), y[idx]
 
     def run_epoch(self) -> dict[str, Any]:
@@ -285,6 +340,13 @@ class BilevelSearch:
                 sums["w_ok"] += (w_out.argmax(1) == yw).sum()
                 sums["a_ok"] += (a_out.argmax(1) == ya).sum()
             seen += n
+        if self.world > 1:  # the global batches' sums, as one device has them
+            import torch.distributed as dist
+
+            totals = torch.stack([*sums.values(), torch.tensor(float(seen), device=dev, dtype=torch.float64)])
+            dist.all_reduce(totals)
+            sums = dict(zip(sums, totals[:-1], strict=True))
+            seen = int(totals[-1])
         metrics: dict[str, Any] = {
             "epoch": self.epoch + 1, "train_loss": float(sums["w_loss"]) / seen,
             "search_loss": float(sums["a_loss"]) / seen, "lr": lr, "steps": self.steps_per_epoch,

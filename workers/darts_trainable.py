@@ -21,6 +21,12 @@ hold ``supernet.pt`` (state dict), ``search_state.pth`` (optimizers, RNG, histor
 ``darts_history.json`` (every epoch's metrics and weights); a trial restarted by Tune resumes from its
 last checkpoint.
 
+With ``--gpus-per-trial N`` (N > 1) the trial is `workers.distributed.ddp_trainable` running
+`darts_loop_per_worker` on N Ray Train workers (one GPU each; CPUs and gloo in tests): each trains on its slice of
+every global batch of both halves, the gradients of weights and alphas all-reduced (`workers.darts_bilevel`), first
+and second order, so N workers at batch B take the steps one device takes at batch B. It reports every epoch and
+checkpoints the same files (rank 0 writes them), and a Tune retry resumes from its last epoch checkpoint.
+
 A search that fails (a supernet that cannot be built or mismatches the data, a NaN loss, out of memory)
 makes one final report with status="failed" (or "oom") and error="<type>: <message>", as `workers.trainable`
 does for candidates (`run_trial`); errors raised by Ray while reporting are not caught.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,40 @@ def darts_search_trial(config: dict[str, Any]) -> None:
 
 
 def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
+    _limit_threads()
+    devices = trial_devices()
+    progress["device"] = devices.describe()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        _report(tune, metrics, checkpoint_dir)
+
+    run_search(config, progress, devices.device, tune.get_checkpoint(), report)
+
+
+def darts_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop of a data-parallel DARTS search (`workers.distributed.ddp_trainable`): every
+    worker runs the search on its slice of each global batch (`BilevelSearch`'s ``shard``); rank 0 writes the
+    checkpoints; Ray Train restores the latest one when the run is started again under the same name."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    progress: dict[str, Any] = {"device": f"{world} DDP workers ({device.type})", "workers": world}
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir and rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    run_search(config, progress, device, ray.train.get_checkpoint(), report, shard=(rank, world))
+
+
+def run_search(config: dict[str, Any], progress: dict[str, Any], device: torch.device, checkpoint,
+               report: Callable[[dict[str, Any], str | None], None], shard: tuple[int, int] = (0, 1)) -> None:
+    """The search of `config` on `device` (on one device, or as rank ``shard[0]`` of ``shard[1]``), resumed from
+    `checkpoint` (a Ray checkpoint, or None); ``report(metrics, checkpoint_dir or None)`` after every epoch, with
+    the checkpoint folder every `checkpoint_every` epochs and with the last (written by rank 0 only)."""
     from nas.darts.mixed import build_supernet_module
     from nas.darts.settings import DartsSettings
     from nas.graph import from_dict
@@ -63,10 +104,6 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     settings = DartsSettings.from_options(config["darts"])
     t = train_settings(config.get("train"))
     g = from_dict(config["supernet"], "config['supernet']")
-    _limit_threads()
-    devices = trial_devices()
-    device = devices.device
-    progress["device"] = devices.describe()
     data = cached_dataset(t)
     if tuple(g.graph["input_shape"]) != tuple(data.input_shape):
         raise ValueError(f"the supernet's input_shape {g.graph['input_shape']} differs from data set "
@@ -76,32 +113,46 @@ def _search(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     if tuple(model.output_shape) != (data.num_classes,):
         raise ValueError(f"the supernet's output shape {list(model.output_shape)} does not match data set "
                          f"{data.name!r}'s {data.num_classes} classes")
+    if shard[1] > 1 and device.type == "cuda":  # batch statistics over the global batch (gloo has no SyncBN)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     x = data.inputs[0]
     train, val = data.splits["train"].gather(), data.splits["val"].gather()  # as stored: uint8 images stay uint8
     search = BilevelSearch.on_training_split(
         model, torch.from_numpy(train[x]), torch.from_numpy(train["y"]), settings, device,
         x_val=torch.from_numpy(val[x]), y_val=torch.from_numpy(val["y"]),
-        prepare=InputTransform(data.preprocessing, device, len(data.input_shape)))
+        prepare=InputTransform(data.preprocessing, device, len(data.input_shape)), shard=shard)
     progress["supernet_params"] = sum(p.numel() for p in search.weights)
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
             model.load_state_dict(torch.load(Path(d) / SUPERNET_FILE, map_location=device, weights_only=True))
             search.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True))
         progress["resumed_from_epoch"] = search.epoch
+    if search.done and search.history:  # resumed from the last checkpoint: report the result again
+        last = {k: v for k, v in search.history[-1].items() if k != "weights"}
+        _checkpointed_report(report, model, search, {**last, "status": "ok", **progress,
+                                                     "alphas_json": json.dumps(search.history[-1]["weights"])},
+                             shard[0] == 0)
+        return
     every = settings.checkpoint_every
     while not search.done:
         progress["epoch"] = search.epoch + 1
         metrics = {**search.run_epoch(), "status": "ok", **progress,
                    "alphas_json": json.dumps(search.history[-1]["weights"])}
         if search.done or (every > 0 and search.epoch % every == 0):
-            with tempfile.TemporaryDirectory(prefix="graphnas-darts-") as d:
-                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / SUPERNET_FILE)
-                torch.save(search.state_dict(), Path(d) / STATE_FILE)
-                (Path(d) / HISTORY_FILE).write_text(json.dumps(search.history))
-                _report(tune, metrics, d)
+            _checkpointed_report(report, model, search, metrics, shard[0] == 0)
         else:
-            _report(tune, metrics)
+            report(metrics, None)
+
+
+def _checkpointed_report(report, model, search, metrics: dict[str, Any], writes: bool) -> None:
+    """`report` with a checkpoint folder holding the supernet, the search state and the history (written where
+    `writes`: the one rank of a data-parallel search that checkpoints)."""
+    with tempfile.TemporaryDirectory(prefix="graphnas-darts-") as d:
+        if writes:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(d) / SUPERNET_FILE)
+            torch.save(search.state_dict(), Path(d) / STATE_FILE)
+            (Path(d) / HISTORY_FILE).write_text(json.dumps(search.history))
+        report(metrics, d)
 
 
 class SupernetEvaluation(Evaluation):
@@ -123,12 +174,13 @@ class SupernetEvaluation(Evaluation):
         from nas.evaluation import EvaluationError, get_evaluation
 
         try:
-            self.settings()
+            settings = self.settings()
         except (TypeError, ValueError) as e:
             raise EvaluationError(str(e)) from None
-        if self.cfg.gpus_per_trial > 1:
-            raise EvaluationError(f"--gpus-per-trial {self.cfg.gpus_per_trial:g}: the DARTS supernet trains on one "
-                                  "device (several GPUs are not implemented for it); give 1 or less")
+        gpus = self.cfg.gpus_per_trial
+        if gpus > 1 and settings.batch_size < gpus:
+            raise EvaluationError(f"--gpus-per-trial {gpus:g}: the DARTS batch_size {settings.batch_size} (the global "
+                                  f"batch, which the {gpus:g} GPUs share) is smaller than the number of GPUs")
         self.data_info()
         task = get_evaluation(self.cfg, "train").task
         if task != "classification":
@@ -149,6 +201,11 @@ class SupernetEvaluation(Evaluation):
         return {"supernet": to_dict(proposal.arch), "darts": self.settings().to_dict(), "train": train}
 
     def trainable(self):
+        gpus = self.cfg.gpus_per_trial
+        if gpus > 1:  # the supernet on several GPUs: data-parallel Ray Train workers (workers.distributed)
+            from workers.distributed import ddp_trainable
+
+            return ddp_trainable(int(gpus), self.cfg.cpus_per_trial, use_gpu=True, loop=darts_loop_per_worker)
         return darts_search_trial
 
     def describe(self) -> str:

@@ -10,11 +10,17 @@ batch B. Rank 0 reports every epoch (its slice's training loss, the validation o
 rank evaluates on identical weights) and the final weights (the unwrapped model's state dict, loadable into
 `nas.build(graph)`).
 
-`ddp_trainable(num_workers, cpus_per_worker, use_gpu)` is the Ray Tune trainable of a search with
+`ddp_trainable(num_workers, cpus_per_worker, use_gpu, loop)` is the Ray Tune trainable of a search with
 ``--gpus-per-trial N`` (N > 1): the Tune trial itself only waits for its `TorchTrainer` (its epoch reports are
-forwarded to Tune by Ray's ``TuneReportCallback``) and reports the final result with the final checkpoint. Its
-failures are handled as a single-device trial's (`workers.trainable.run_trial`). A Tune retry of such a trial
-starts it again from the beginning.
+forwarded to Tune by Ray's ``TuneReportCallback``) and reports the final result with the final checkpoint. `loop`
+is the per-worker loop: a candidate's (`train_loop_per_worker`) or the DARTS supernet's
+(`workers.darts_trainable.darts_loop_per_worker`). Its failures are handled as a single-device trial's
+(`workers.trainable.run_trial`).
+
+Resume: the workers checkpoint every ``checkpoint_every`` epochs (and at the end) into Ray Train's run, named
+after the Tune trial; a Tune retry of the trial starts a run of the same name, which Ray Train resumes from its
+latest checkpoint (``ray.train.get_checkpoint()``): the weights, the training state, and each rank's own random
+streams (`RANK_RNG_FILE`), so it continues as the interrupted run would have.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ from torch import nn
 from workers.tasks import FAILED_METRICS
 from workers.trainable import (
     ARCH_FILE,
+    STATE_FILE,
     WEIGHTS_FILE,
     _final,
     cached_dataset,
     run_trial,
     train_settings,
 )
+
+RANK_RNG_FILE = "rng_rank{rank}.pth"  # a rank's own random streams in a checkpoint (every rank writes its own)
+_RANK_STATE = ("augment_generator", "cpu_rng", "cuda_rng")  # the Trainer state that differs between ranks
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -47,7 +57,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from nas.builder import build
     from nas.drop_path import drop_path_nodes
     from nas.graph import from_dict, to_json
-    from nas.preprocessing import PREPROCESSING_FILE
     from nas.train_settings import TrainSettings
     from workers.devices import configure_backends
     from workers.training import Trainer
@@ -72,37 +81,73 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model = model.to(device, memory_format=fmt)  # before DDP takes its gradient views
     model = ray.train.torch.prepare_model(model)
     trainer = Trainer(model, data, settings, device, shard=(rank, world), drop_path_nodes=drop_path_nodes(g))
+    core = getattr(trainer.model, "module", trainer.model)
+    resumed = {}
+    checkpoint = ray.train.get_checkpoint()  # Ray Train's latest of this run: a Tune retry of the trial
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            core.load_state_dict(torch.load(Path(d) / WEIGHTS_FILE, map_location=device, weights_only=True))
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+            own = Path(d) / RANK_RNG_FILE.format(rank=rank)  # this rank's augmentation and RNG streams
+            if own.is_file():
+                state.update(torch.load(own, map_location="cpu", weights_only=True))
+            trainer.load_state_dict(state)
+        resumed = {"resumed_from_epoch": trainer.epoch}
     arch_json = to_json(g)
+    every = int(t["checkpoint_every"])
+    if trainer.done and trainer.history:  # resumed from the final checkpoint: report the final result again
+        metrics = {**trainer.history[-1], "status": "ok", "workers": world, **resumed}
+        _report_checkpoint(metrics, trainer, data, arch_json, final=True)
+        return
     while not trainer.done:
-        metrics = {**trainer.run_epoch(), "status": "ok", "workers": world}
-        if not trainer.done:
+        metrics = {**trainer.run_epoch(), "status": "ok", "workers": world, **resumed}
+        if trainer.done:
+            _report_checkpoint(metrics, trainer, data, arch_json, final=True)
+        elif every > 0 and trainer.epoch % every == 0:
+            _report_checkpoint(metrics, trainer, data, arch_json, final=False)
+        else:
             ray.train.report(metrics)
-            continue
+
+
+def _report_checkpoint(metrics: dict[str, Any], trainer, data, arch_json: str, final: bool) -> None:
+    """``ray.train.report`` with a checkpoint: rank 0 writes the unwrapped model's weights, the training state,
+    the architecture and the preprocessing; every rank its own RNG streams (`RANK_RNG_FILE`), so that a resumed run
+    continues as this one would have. With `final`, the test split's scores and the loss curve join the metrics."""
+    import ray.train
+
+    from nas.preprocessing import PREPROCESSING_FILE
+
+    rank = ray.train.get_context().get_world_rank()
+    if final:
         metrics.update(_final(trainer, data), loss_curve=json.dumps([h["train_loss"] for h in trainer.history]))
-        with tempfile.TemporaryDirectory(prefix="graphnas-ddp-") as d:
-            checkpoint = None
-            if rank == 0:
-                core = getattr(trainer.model, "module", trainer.model)
-                state = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
-                torch.save(state, Path(d) / WEIGHTS_FILE)
-                (Path(d) / ARCH_FILE).write_text(arch_json)
-                if data.preprocessing is not None:
-                    (Path(d) / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+    with tempfile.TemporaryDirectory(prefix="graphnas-ddp-") as d:
+        state = trainer.state_dict()
+        torch.save({k: state[k] for k in _RANK_STATE}, Path(d) / RANK_RNG_FILE.format(rank=rank))
+        if rank == 0:
+            core = getattr(trainer.model, "module", trainer.model)
+            weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
+            torch.save(weights, Path(d) / WEIGHTS_FILE)
+            torch.save(state, Path(d) / STATE_FILE)
+            (Path(d) / ARCH_FILE).write_text(arch_json)
+            if data.preprocessing is not None:
+                (Path(d) / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def run_distributed(config: dict[str, Any], num_workers: int, *, use_gpu: bool, cpus_per_worker: float = 1.0,
                     storage_path: str | None = None, storage_filesystem: Any = None, name: str | None = None,
-                    callbacks: list | None = None):
-    """Train the trial config's architecture on `num_workers` Ray Train workers; returns Ray Train's ``Result``
-    (``metrics``: rank 0's last report; ``checkpoint``: the final weights)."""
+                    callbacks: list | None = None,
+                    loop: Callable[[dict[str, Any]], None] = train_loop_per_worker):
+    """Run `loop` (default: train the trial config's architecture, `train_loop_per_worker`; the DARTS supernet's is
+    `workers.darts_trainable.darts_loop_per_worker`) on `num_workers` Ray Train workers; returns Ray Train's
+    ``Result`` (``metrics``: rank 0's last report; ``checkpoint``: the last one). A run started again under the same
+    `name` and storage resumes from its latest checkpoint (Ray Train gives it to the loop)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=config,
+        loop, train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
@@ -110,11 +155,13 @@ def run_distributed(config: dict[str, Any], num_workers: int, *, use_gpu: bool, 
     return trainer.fit()
 
 
-def ddp_trainable(num_workers: int, cpus_per_worker: float, use_gpu: bool = True) -> Callable[[dict], None]:
-    """The Ray Tune function trainable of a trial trained on `num_workers` GPUs (see the module docstring)."""
+def ddp_trainable(num_workers: int, cpus_per_worker: float, use_gpu: bool = True,
+                  loop: Callable[[dict[str, Any]], None] = train_loop_per_worker) -> Callable[[dict], None]:
+    """The Ray Tune function trainable of a trial trained by `loop` on `num_workers` GPUs (see the module
+    docstring; `run_distributed`)."""
 
     def ddp_trial(config: dict[str, Any]) -> None:
-        run_trial(_ddp_trial, {**config, "_workers": (num_workers, cpus_per_worker, use_gpu)},
+        run_trial(_ddp_trial, {**config, "_workers": (num_workers, cpus_per_worker, use_gpu, loop)},
                   dict(FAILED_METRICS))
 
     return ddp_trial
@@ -123,17 +170,20 @@ def ddp_trainable(num_workers: int, cpus_per_worker: float, use_gpu: bool = True
 def _ddp_trial(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from nas.builder import count_flops, count_params
-    from nas.graph import from_dict
+    num_workers, cpus, use_gpu, loop = config.pop("_workers")
+    if "arch" in config:  # a candidate (the supernet's loop reports its own size)
+        from nas.builder import count_flops, count_params
+        from nas.graph import from_dict
 
-    num_workers, cpus, use_gpu = config.pop("_workers")
-    g = from_dict(config["arch"], "config['arch']")
-    progress.update(params=count_params(g), flops=count_flops(g), device=f"{num_workers} DDP workers")
+        g = from_dict(config["arch"], "config['arch']")
+        progress.update(params=count_params(g), flops=count_flops(g))
+    progress["device"] = f"{num_workers} DDP workers"
     storage = tune.get_context().get_storage()
+    # the same name on a Tune retry of this trial (its id stays): Ray Train then resumes from the latest checkpoint
     result = run_distributed(config, num_workers, use_gpu=use_gpu, cpus_per_worker=cpus,
                              storage_path=storage.storage_fs_path, storage_filesystem=storage.storage_filesystem,
                              name=f"{storage.experiment_dir_name}-ddp-{tune.get_context().get_trial_id()}",
-                             callbacks=[TuneReportCallback()])
+                             callbacks=[TuneReportCallback()], loop=loop)
     metrics = {k: v for k, v in result.metrics.items() if k != "checkpoint_path"}
     tune.report({**metrics, **progress, "epoch": metrics.get("epoch", 0)}, checkpoint=result.checkpoint)
 
