@@ -197,6 +197,27 @@ def nodes_summary(nodes: list[dict[str, Any]]) -> str:
     return f"{len(nodes)} nodes, {one(total)} ({each})"
 
 
+DDP_TRIAL_CPUS = 0.01  # what a data-parallel trial asks for itself (it waits for its TorchTrainer's workers)
+
+
+def _ddp_trials(cpus: float, gpus: float, nodes: list[dict[str, float]]) -> int:
+    """Data-parallel trials (`gpus` workers of one GPU and `cpus` CPUs each, on any nodes) the nodes hold at once,
+    each trial also holding `DDP_TRIAL_CPUS` CPU of its own while it waits for its workers."""
+    slots = sum(min(int(n.get("GPU", 0.0) + 1e-9), int(n.get("CPU", 0.0) / cpus + 1e-9)) for n in nodes)
+    trials = slots // int(gpus)
+    while trials > 0:
+        left = trials * int(gpus)
+        spare = []  # CPUs left on each node once the trials' workers are placed
+        for n in nodes:
+            here = min(left, int(n.get("GPU", 0.0) + 1e-9), int(n.get("CPU", 0.0) / cpus + 1e-9))
+            left -= here
+            spare.append(n.get("CPU", 0.0) - here * cpus)
+        if sum(int(s / DDP_TRIAL_CPUS + 1e-6) for s in spare) >= trials:
+            return trials
+        trials -= 1
+    return 0
+
+
 def check_resources(cpus: float, gpus: float, nodes: list[dict[str, Any]], what: str = "the Ray cluster") -> None:
     """Raise `SearchError` naming the resource when no node of `nodes` (`what`: the Ray cluster, this
     machine) can ever run a trial asking for `cpus` CPUs and `gpus` GPUs (a trial runs on one node; Ray
@@ -215,6 +236,10 @@ def check_resources(cpus: float, gpus: float, nodes: list[dict[str, Any]], what:
         if slots < gpus:
             raise SearchError(f"--gpus-per-trial {gpus:g}: the cluster has room for {slots} worker(s) of one GPU "
                               f"and {cpus:g} CPUs (--cpus-per-trial, per worker): {where}")
+        if _ddp_trials(cpus, gpus, nodes) < 1:
+            raise SearchError(f"--gpus-per-trial {gpus:g}: {gpus:g} workers of {cpus:g} CPUs (--cpus-per-trial, per "
+                              f"worker) leave no {DDP_TRIAL_CPUS:g} CPU for the trial itself, which waits for them "
+                              f"({where}); give a smaller --cpus-per-trial, e.g. {cpus - DDP_TRIAL_CPUS:g}")
         return
     most_gpus = max(n["GPU"] for n in nodes)
     if gpus > most_gpus + 1e-9:
@@ -238,8 +263,7 @@ def trial_concurrency(cpus: float, gpus: float, nodes: list[dict[str, float]] | 
 
     node_list = [nodes] if isinstance(nodes, dict) else nodes
     if gpus > 1:  # data-parallel trials: `gpus` workers of (one GPU, `cpus` CPUs) each, anywhere
-        slots = sum(min(int(n.get("GPU", 0.0) + 1e-9), int(n.get("CPU", 0.0) / cpus + 1e-9)) for n in node_list)
-        return max(1, slots // int(gpus))
+        return max(1, _ddp_trials(cpus, gpus, node_list))
 
     def on(node: dict[str, float]) -> int:
         fits = [math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0]

@@ -47,6 +47,7 @@ from nas.loop import (
 )
 from nas.objectives import Objective, ObjectiveError, objective_values, pre_evaluation, search_objectives, violations
 from nas.ray_cluster import (  # SearchError is also this module's error, as it always was
+    DDP_TRIAL_CPUS,
     SearchError,
     StopRequest,
     check_resources,
@@ -232,7 +233,6 @@ class RunJournal:
 
 
 ALONE = "alone"  # a trial config's key: run this trial alone on whole GPUs (`trial_resources`)
-DDP_TRIAL_CPUS = 0.01  # what a data-parallel trial asks for itself (it waits for its TorchTrainer's workers)
 
 
 @dataclass

@@ -152,6 +152,13 @@ def test_resource_checks_name_the_resource():
         check_resources(1, 2, two)  # data-parallel over nodes: 2 workers of one GPU each, 1 GPU in all
     check_resources(1, 2, [{"ip": "a", "CPU": 8.0, "GPU": 1.0}, {"ip": "b", "CPU": 2.0, "GPU": 1.0}])
     assert trial_concurrency(2, 2, [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 4.0, "GPU": 4.0}]) == 3  # 4 + 2 workers
+    # a data-parallel trial also holds 0.01 CPU itself while its workers train: 2 workers of 1 CPU on a node of 2
+    # CPUs would wait for it forever
+    with pytest.raises(SearchError, match="leave no 0.01 CPU for the trial itself.*e.g. 0.99"):
+        check_resources(1, 2, [{"ip": "a", "CPU": 2.0, "GPU": 2.0}])
+    check_resources(0.99, 2, [{"ip": "a", "CPU": 2.0, "GPU": 2.0}])
+    assert trial_concurrency(1, 2, [{"CPU": 4.0, "GPU": 4.0}]) == 1  # 4 workers fit, but not 2 trials' own CPU
+    assert trial_concurrency(1, 2, [{"CPU": 4.0, "GPU": 4.0}, {"CPU": 1.0, "GPU": 0.0}]) == 2  # they sit there
     with pytest.raises(SearchError, match="--gpus-per-trial 1.5: above 1 a trial must ask for whole GPUs"):
         check_resources(1, 1.5, [{"ip": "a", "CPU": 8.0, "GPU": 4.0}])
     with pytest.raises(SearchError, match="--cpus-per-trial 4 with --gpus-per-trial 1: no node has both"):
