@@ -36,13 +36,13 @@ from torch import nn
 
 from workers.tasks import FAILED_METRICS
 from workers.trainable import (
-    ARCH_FILE,
-    STATE_FILE,
     WEIGHTS_FILE,
     _final,
     cached_dataset,
+    load_checkpoint,
     run_trial,
     train_settings,
+    write_checkpoint,
 )
 
 RANK_RNG_FILE = "rng_rank{rank}.pth"  # a rank's own random streams in a checkpoint (every rank writes its own)
@@ -81,17 +81,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model = model.to(device, memory_format=fmt)  # before DDP takes its gradient views
     model = ray.train.torch.prepare_model(model)
     trainer = Trainer(model, data, settings, device, shard=(rank, world), drop_path_nodes=drop_path_nodes(g))
-    core = getattr(trainer.model, "module", trainer.model)
     resumed = {}
     checkpoint = ray.train.get_checkpoint()  # Ray Train's latest of this run: a Tune retry of the trial
     if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            core.load_state_dict(torch.load(Path(d) / WEIGHTS_FILE, map_location=device, weights_only=True))
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-            own = Path(d) / RANK_RNG_FILE.format(rank=rank)  # this rank's augmentation and RNG streams
-            if own.is_file():
-                state.update(torch.load(own, map_location="cpu", weights_only=True))
-            trainer.load_state_dict(state)
+        with checkpoint.as_directory() as d:  # with this rank's own augmentation and RNG streams
+            load_checkpoint(Path(d), trainer, device, own_state=Path(d) / RANK_RNG_FILE.format(rank=rank))
         resumed = {"resumed_from_epoch": trainer.epoch}
     arch_json = to_json(g)
     every = int(t["checkpoint_every"])
@@ -115,8 +109,6 @@ def _report_checkpoint(metrics: dict[str, Any], trainer, data, arch_json: str, f
     continues as this one would have. With `final`, the test split's scores and the loss curve join the metrics."""
     import ray.train
 
-    from nas.preprocessing import PREPROCESSING_FILE
-
     rank = ray.train.get_context().get_world_rank()
     if final:
         metrics.update(_final(trainer, data), loss_curve=json.dumps([h["train_loss"] for h in trainer.history]))
@@ -124,13 +116,7 @@ def _report_checkpoint(metrics: dict[str, Any], trainer, data, arch_json: str, f
         state = trainer.state_dict()
         torch.save({k: state[k] for k in _RANK_STATE}, Path(d) / RANK_RNG_FILE.format(rank=rank))
         if rank == 0:
-            core = getattr(trainer.model, "module", trainer.model)
-            weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
-            torch.save(weights, Path(d) / WEIGHTS_FILE)
-            torch.save(state, Path(d) / STATE_FILE)
-            (Path(d) / ARCH_FILE).write_text(arch_json)
-            if data.preprocessing is not None:
-                (Path(d) / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
+            write_checkpoint(Path(d), trainer, arch_json, data, state=state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 

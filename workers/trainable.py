@@ -235,9 +235,7 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            weights = torch.load(Path(d) / WEIGHTS_FILE, map_location=device, weights_only=True)
-            trainer.model.load_state_dict(weights)
-            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True))
+            load_checkpoint(Path(d), trainer, device)
         progress["resumed_from_epoch"] = trainer.epoch
     progress["epoch"] = trainer.epoch
     if t["latency_reps"] > 0:  # alone on the device: no trial sharing its GPU trains meanwhile
@@ -264,15 +262,34 @@ def _train(config: dict[str, Any], progress: dict[str, Any], tune) -> None:
         metrics.update(progress)
         if trainer.done or (every > 0 and trainer.epoch % every == 0):
             with tempfile.TemporaryDirectory(prefix="graphnas-ckpt-") as d:
-                state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
-                torch.save(state, Path(d) / WEIGHTS_FILE)
-                torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
-                (Path(d) / ARCH_FILE).write_text(arch_json)
-                if data.preprocessing is not None:  # how the inputs were prepared: export applies the same
-                    (Path(d) / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
+                write_checkpoint(Path(d), trainer, arch_json, data)
                 _report(tune, metrics, d)
         else:
             _report(tune, metrics)
+
+
+def write_checkpoint(folder: Path, trainer: Trainer, arch_json: str, data: DatasetSplits,
+                     state: dict[str, Any] | None = None) -> None:
+    """A trial's checkpoint files in `folder`: the model's weights (unwrapped from DDP; contiguous CPU tensors), the
+    training state (`state`, else the trainer's), the architecture, and how the inputs were prepared (export
+    applies the same)."""
+    core = getattr(trainer.model, "module", trainer.model)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}, folder / WEIGHTS_FILE)
+    torch.save(trainer.state_dict() if state is None else state, folder / STATE_FILE)
+    (folder / ARCH_FILE).write_text(arch_json)
+    if data.preprocessing is not None:
+        (folder / PREPROCESSING_FILE).write_text(json.dumps(data.preprocessing))
+
+
+def load_checkpoint(folder: Path, trainer: Trainer, device: torch.device | str, own_state: Path | None = None) -> None:
+    """Resume `trainer` from the checkpoint files in `folder` (`write_checkpoint`); `own_state`, where the file
+    exists, overrides part of the training state (a data-parallel rank's own random streams)."""
+    core = getattr(trainer.model, "module", trainer.model)
+    core.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location=device, weights_only=True))
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    if own_state is not None and own_state.is_file():
+        state.update(torch.load(own_state, map_location="cpu", weights_only=True))
+    trainer.load_state_dict(state)
 
 
 def _final(trainer: Trainer, data: DatasetSplits) -> dict[str, float]:
